@@ -1,0 +1,1 @@
+"""The `fieldgate` command line: thin typer commands over the `gateway` package."""

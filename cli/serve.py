@@ -1,0 +1,45 @@
+"""fieldgate serve / fieldgate bridge."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from cli.common import ConfigOpt, DataDirOpt, settings
+from gateway import logs
+from gateway.server import run_bridge, serve
+from gateway.transport import BrokerUrl
+
+
+def serve_cmd(
+    config: ConfigOpt = None,
+    data_dir: DataDirOpt = None,
+    port: Annotated[int | None, typer.Option(help="TCP port of the MQTT listener; 0 picks a free one "
+                                             "[default: mqtt.port in the config, 1883]")] = None,
+) -> None:
+    """Run the embedded MQTT broker and the bridge until Ctrl-C or SIGTERM.
+
+    Example:
+
+        fieldgate serve --data-dir /var/lib/fieldgate --port 1883
+    """
+    s = settings(config, data_dir, port)
+    logs.setup(s.log_level)
+    serve(s)
+
+
+def bridge_cmd(
+    broker: Annotated[str, typer.Option(help="the broker to bridge: mqtt://[user:pass@]HOST:PORT")],
+    config: ConfigOpt = None,
+    data_dir: DataDirOpt = None,
+) -> None:
+    """Run only the bridge, against an existing broker (Mosquitto, EMQX, …).
+
+    Example:
+
+        fieldgate bridge --broker mqtt://127.0.0.1:1883 --data-dir ./data
+    """
+    s = settings(config, data_dir)
+    logs.setup(s.log_level)
+    run_bridge(s, BrokerUrl.parse(broker))

@@ -1,0 +1,141 @@
+"""The bridge: an ordinary MQTT client that runs the gateway against any MQTT 3.1.1 broker.
+
+Threads: paho's network thread only hands messages over (`MqttTransport`); one worker thread
+owns the SQLite store and does everything else, in this order for each batch of inbound
+messages:
+
+1. `Gateway.handle_batch` validates, routes and commits them with their outbound messages
+   (the outbox) in one transaction;
+2. the inbound messages are PUBACKed — only now, so a crash before the commit means the broker
+   re-sends them;
+3. the outbox rows are published at QoS 1 and deleted when the broker PUBACKs them; rows left
+   by a crash are published again at the next start.
+
+The worker also re-sends tasks that got no receipt (see `Gateway.due_resends`).
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import sqlite3
+import threading
+import time
+
+from gateway.config import Settings
+from gateway.contract import INBOUND_FILTERS
+from gateway.errors import FieldgateError
+from gateway.lifecycle import Outgoing
+from gateway.service import Gateway, Inbound
+from gateway.store import Store, db_path
+from gateway.transport import BrokerUrl, MqttTransport, Received
+
+log = logging.getLogger("fieldgate.bridge")
+
+#: Most inbound messages committed in one transaction.
+BATCH_MAX = 500
+#: How often the worker looks for tasks to re-send, in seconds.
+RESEND_CHECK_SECONDS = 0.2
+
+
+class Bridge:
+    """Connects to `url`, subscribes to the inbound topics and runs the gateway until stopped."""
+
+    def __init__(self, settings: Settings, url: BrokerUrl) -> None:
+        self.settings = settings
+        self.url = url
+        self.store = Store(db_path(settings.data_dir), synchronous=settings.storage.synchronous.upper())
+        self.gateway = Gateway(self.store, settings.bridge)
+        self._inbox: queue.Queue[Received] = queue.Queue()
+        self._acked: queue.Queue[int] = queue.Queue()
+        self._in_flight: dict[int, int] = {}  # paho packet id -> outbox row id
+        self._stop = threading.Event()
+        self._worker = threading.Thread(target=self._run, name="fieldgate-bridge", daemon=True)
+        self.transport = MqttTransport(
+            url,
+            settings.bridge.client_id,
+            keepalive=settings.bridge.keepalive,
+            subscriptions=INBOUND_FILTERS,
+            on_message=self._inbox.put,
+            on_published=self._acked.put,
+        )
+
+    def start(self, timeout: float = 10.0) -> None:
+        """Connect, re-publish what a previous run left in the outbox, and start the worker."""
+        try:
+            self.transport.start(timeout)
+        except FieldgateError:
+            self.store.close()
+            raise
+        leftovers = self.store.pending_outbox()
+        if leftovers:
+            log.info("re-publishing outbox left by the previous run", extra={"ctx": {"messages": len(leftovers)}})
+        self._publish(leftovers)
+        self._worker.start()
+
+    def stop(self) -> None:
+        """Finish the batch in hand, disconnect, close the store."""
+        self._stop.set()
+        if self._worker.is_alive():
+            self._worker.join()
+        self.transport.stop()
+        self.store.close()
+
+    # ------------------------------------------------------------------ worker thread
+
+    def _run(self) -> None:
+        next_resend = 0.0
+        while not self._stop.is_set():
+            batch = self._take_batch()
+            if batch:
+                self._process(batch)
+            self._forget_acked()
+            if time.monotonic() >= next_resend:
+                next_resend = time.monotonic() + RESEND_CHECK_SECONDS
+                if self.transport.connected:
+                    for message in self.gateway.due_resends():
+                        self.transport.publish(message.topic, message.payload, retain=message.retain)
+
+    def _take_batch(self) -> list[Received]:
+        try:
+            batch = [self._inbox.get(timeout=0.05)]
+        except queue.Empty:
+            return []
+        while len(batch) < BATCH_MAX:
+            try:
+                batch.append(self._inbox.get_nowait())
+            except queue.Empty:
+                break
+        return batch
+
+    def _process(self, batch: list[Received]) -> None:
+        while not self._stop.is_set():
+            try:
+                queued = self.gateway.handle_batch(Inbound(m.topic, m.payload, m.retain) for m in batch)
+                break
+            except sqlite3.Error:
+                log.exception("could not commit a batch; retrying in 1 s", extra={"ctx": {"messages": len(batch)}})
+                self._stop.wait(1.0)
+        else:
+            return  # stopping: not acknowledged, so the broker re-sends them to the next run
+        for message in batch:
+            self.transport.ack(message)
+        self._publish(queued)
+
+    def _publish(self, rows: list[tuple[int, Outgoing]]) -> None:
+        for outbox_id, message in rows:
+            mid = self.transport.publish(message.topic, message.payload, retain=message.retain)
+            self._in_flight[mid] = outbox_id
+
+    def _forget_acked(self) -> None:
+        done: list[int] = []
+        while True:
+            try:
+                mid = self._acked.get_nowait()
+            except queue.Empty:
+                break
+            if (outbox_id := self._in_flight.pop(mid, None)) is not None:
+                done.append(outbox_id)
+        if done:
+            with self.store.transaction():
+                self.store.delete_outbox(done)

@@ -1,0 +1,93 @@
+"""Every error fieldgate raises on purpose, in one tree.
+
+    FieldgateError                  anything fieldgate reports on purpose; has .hint
+    ├── ConfigError                 broker.yaml or a command-line override is wrong
+    ├── StoreError                  the SQLite file is missing, locked or not ours
+    ├── BrokerStartError            the embedded broker could not start (port taken, bad listener)
+    ├── TransportError              the bridge could not reach or talk to an MQTT broker
+    └── Rejected                    one inbound message is refused; becomes a Rejection + dead letter
+        ├── PayloadError            not JSON, wrong shape, too large
+        ├── UnknownTopic            a topic outside the contract
+        ├── UnknownOrder            an order_id the gateway has never accepted
+        ├── NotYours                a courier or shop acting on an order that is not theirs
+        └── IllegalTransition       a status change the order's lifecycle forbids
+
+Messages say what was wrong; `hint` says what to do about it. The CLI prints both and exits 1;
+the bridge turns a `Rejected` into a Rejection payload on the sender's errors topic.
+"""
+
+from __future__ import annotations
+
+
+class FieldgateError(Exception):
+    """Base of every error fieldgate raises on purpose."""
+
+    hint: str = ""
+
+    def __init__(self, message: str, *, hint: str = "") -> None:
+        super().__init__(message)
+        self.message = message
+        if hint:
+            self.hint = hint
+
+
+class ConfigError(FieldgateError):
+    """The configuration file or an override is invalid."""
+
+    hint = "Check broker.yaml against docs/config.md, or run `fieldgate serve --help`."
+
+
+class StoreError(FieldgateError):
+    """The SQLite database cannot be opened or used."""
+
+    hint = "Pass --data-dir or set FIELDGATE_DATA_DIR to the directory `fieldgate serve` uses."
+
+
+class BrokerStartError(FieldgateError):
+    """The embedded broker could not start."""
+
+    hint = "Is another broker already listening on that port? Try --port with a free one."
+
+
+class TransportError(FieldgateError):
+    """The bridge could not reach an MQTT broker."""
+
+    hint = "Check the broker URL (mqtt://HOST:PORT) and that the broker is running."
+
+
+class Rejected(FieldgateError):
+    """One inbound message is refused. Carries what the Rejection payload needs."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        hint: str = "",
+        order_id: str | None = None,
+        msg_id: str | None = None,
+        errors: list[dict[str, str]] | None = None,
+    ) -> None:
+        super().__init__(message, hint=hint)
+        self.order_id = order_id
+        self.msg_id = msg_id
+        self.errors = errors or []
+
+
+class PayloadError(Rejected):
+    """The payload is not JSON, does not match its schema, or is too large."""
+
+
+class UnknownTopic(Rejected):
+    """The topic is not part of the topic contract."""
+
+
+class UnknownOrder(Rejected):
+    """The message names an order the gateway never accepted."""
+
+
+class NotYours(Rejected):
+    """A courier or shop acted on an order that is not assigned to it."""
+
+
+class IllegalTransition(Rejected):
+    """The order's lifecycle forbids this status change."""

@@ -1,0 +1,46 @@
+"""Logging: one line per event, human-readable, with structured context as key=value pairs.
+
+Call sites pass context as `extra={"ctx": {...}}`; the formatter appends it, so
+`log.info("order created", extra={"ctx": {"order_id": "A1001"}})` prints
+`2026-11-22T09:00:00.123Z INFO  fieldgate.gateway order created order_id=A1001`.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from typing import Any
+
+
+def _value(value: Any) -> str:
+    text = str(value)
+    return repr(text) if (" " in text or "=" in text or not text) else text
+
+
+class ContextFormatter(logging.Formatter):
+    converter = time.gmtime
+
+    def __init__(self) -> None:
+        super().__init__("%(asctime)s.%(msecs)03dZ %(levelname)-5s %(name)s %(message)s", "%Y-%m-%dT%H:%M:%S")
+
+    def format(self, record: logging.LogRecord) -> str:
+        line = super().format(record)
+        ctx = getattr(record, "ctx", None)
+        if ctx:
+            pairs = " ".join(f"{key}={_value(value)}" for key, value in ctx.items() if value is not None)
+            head, sep, trace = line.partition("\n")
+            line = f"{head} {pairs}{sep}{trace}"
+        return line
+
+
+def setup(level: str) -> None:
+    """Log to stderr at `level`; amqtt's own chatter only from WARNING unless level is DEBUG."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(ContextFormatter())
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    noisy = logging.DEBUG if level == "DEBUG" else logging.WARNING
+    for name in ("amqtt", "transitions"):
+        logging.getLogger(name).setLevel(noisy)

@@ -1,0 +1,286 @@
+"""The payloads of the topic contract, as pydantic models.
+
+These models are the source of truth: `schemas/*.json` is generated from them
+(`fieldgate schemas export`) and tests/test_schemas.py fails when the two drift.
+Inbound models (what clients send) forbid unknown fields where a typo would silently
+lose information (orders, commands, status updates); OwnTracks locations ignore extra
+fields because the app sends many we do not use.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Annotated, Literal
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints, model_validator
+
+Id = Annotated[
+    str,
+    StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$"),
+    Field(description="1-64 letters, digits, '_', '.', ':' or '-'; used inside topic names, so no '/', '+', '#'."),
+]
+Latitude = Annotated[float, Field(ge=-90, le=90, description="degrees")]
+Longitude = Annotated[float, Field(ge=-180, le=180, description="degrees")]
+Text = Annotated[str, StringConstraints(max_length=2000)]
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class Status(StrEnum):
+    """Where an order is in its life. delivered, failed and cancelled are final."""
+
+    created = "created"
+    assigned = "assigned"
+    packed = "packed"
+    picked_up = "picked_up"
+    en_route = "en_route"
+    arriving = "arriving"
+    delivered = "delivered"
+    failed = "failed"
+    cancelled = "cancelled"
+    exception = "exception"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+
+class _Out(BaseModel):
+    """Outbound payloads: the gateway builds them, so they only need to serialise well."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+# ---------------------------------------------------------------- orders/in
+
+
+class Recipient(_Strict):
+    name: Annotated[str, StringConstraints(min_length=1, max_length=200)]
+    phone: Annotated[str, StringConstraints(pattern=r"^\+?[0-9][0-9 ()-]{2,31}$")] = Field(
+        description="E.164 or local digits; spaces, dashes and parentheses allowed."
+    )
+
+
+class Address(_Strict):
+    text: Annotated[str, StringConstraints(min_length=1, max_length=500)]
+    lat: Latitude | None = None
+    lon: Longitude | None = None
+
+    @model_validator(mode="after")
+    def _both_or_neither(self) -> Address:
+        if (self.lat is None) != (self.lon is None):
+            raise ValueError("give both lat and lon, or neither")
+        return self
+
+
+class Item(_Strict):
+    name: Annotated[str, StringConstraints(min_length=1, max_length=200)]
+    qty: int = Field(default=1, ge=1, le=10_000)
+    sku: Annotated[str, StringConstraints(max_length=64)] | None = None
+
+
+class Window(_Strict):
+    start: AwareDatetime
+    end: AwareDatetime
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Window:
+        if self.end <= self.start:
+            raise ValueError("window end must be after its start")
+        return self
+
+
+class Order(_Strict):
+    """What the order system publishes on `orders/in`: a new order, or an update of the same order_id."""
+
+    order_id: Id
+    shop_id: Id
+    courier_id: Id | None = Field(default=None, description="fixed assignment; a shop may assign later")
+    recipient: Recipient
+    address: Address
+    items: list[Item] = Field(min_length=1, max_length=200)
+    window: Window | None = None
+    notes: Text = ""
+    priority: Literal["low", "normal", "high", "urgent"] = "normal"
+
+
+class OrderView(Order):
+    """An order as the gateway knows it now: the order plus its status and courier."""
+
+    status: Status
+    created_at: AwareDatetime
+    updated_at: AwareDatetime
+
+
+# ---------------------------------------------------------------- order system
+
+
+class Ack(_Out):
+    """On `ordersys/acks`: what happened to an order, so the order system can stop worrying."""
+
+    kind: Literal["accepted", "rejected", "delivered_to_courier", "read_by_courier", "status_changed"]
+    order_id: str | None
+    status: Status | None = None
+    courier_id: str | None = None
+    msg_id: str | None = Field(default=None, description="the task's msg_id for delivered/read acks")
+    reason: str | None = None
+    at: AwareDatetime = Field(default_factory=utcnow)
+
+
+class FieldProblem(_Out):
+    loc: str = Field(description="dotted path of the offending field, empty for the whole payload")
+    msg: str
+
+
+class Rejection(_Out):
+    """On an errors topic: why the gateway refused a message, for the client that sent it."""
+
+    reason: str
+    topic: str
+    hint: str = ""
+    order_id: str | None = None
+    msg_id: str | None = None
+    errors: list[FieldProblem] = []
+    at: AwareDatetime = Field(default_factory=utcnow)
+
+
+# ---------------------------------------------------------------- shops
+
+
+class OrderEvent(_Out):
+    """On `shops/{shop_id}/orders`: something happened to one of the shop's orders."""
+
+    kind: Literal[
+        "created", "updated", "assigned", "unassigned", "status", "delivered_to_courier", "read_by_courier"
+    ]
+    order_id: str
+    status: Status
+    courier_id: str | None = None
+    reason: str | None = None
+    order: OrderView
+    at: AwareDatetime = Field(default_factory=utcnow)
+
+
+class ShopCommand(_Strict):
+    """On `shops/{shop_id}/commands`: a shop terminal assigns a courier, marks packed, or cancels."""
+
+    command: Literal["assign", "packed", "cancel"]
+    order_id: Id
+    courier_id: Id | None = Field(default=None, description="required for assign")
+    reason: Text | None = None
+    msg_id: Annotated[str, StringConstraints(max_length=64)] | None = None
+
+    @model_validator(mode="after")
+    def _courier_for_assign(self) -> ShopCommand:
+        if self.command == "assign" and self.courier_id is None:
+            raise ValueError("assign needs a courier_id")
+        return self
+
+
+# ---------------------------------------------------------------- couriers
+
+
+class Task(_Out):
+    """On `couriers/{courier_id}/tasks`: work for a courier. Answer with a Receipt naming msg_id."""
+
+    msg_id: str = Field(description="unique; a re-sent task keeps its msg_id")
+    kind: Literal["assign", "update", "cancel", "ready_for_pickup"]
+    order_id: str
+    order: OrderView
+    at: AwareDatetime = Field(default_factory=utcnow)
+
+
+class Receipt(_Strict):
+    """On `couriers/{courier_id}/receipts`: the msg_ids of tasks the phone received (and, with read, showed)."""
+
+    msg_ids: list[Annotated[str, StringConstraints(min_length=1, max_length=64)]] = Field(
+        min_length=1, max_length=500
+    )
+    read: bool = False
+
+
+CourierStatus = Literal["picked_up", "en_route", "arriving", "delivered", "failed", "exception"]
+
+
+class StatusUpdate(_Strict):
+    """On `couriers/{courier_id}/status`: the courier moved one order along."""
+
+    order_id: Id
+    status: CourierStatus
+    msg_id: Annotated[str, StringConstraints(max_length=64)] | None = None
+    at: AwareDatetime | None = None
+    lat: Latitude | None = None
+    lon: Longitude | None = None
+    reason: Text | None = None
+
+
+class Location(BaseModel):
+    """OwnTracks `_type: location`, on `couriers/{id}/gps` or `owntracks/{id}/{device}`."""
+
+    model_config = ConfigDict(extra="ignore", populate_by_name=True)
+
+    type_: Literal["location"] = Field(alias="_type")
+    lat: Latitude
+    lon: Longitude
+    tst: int = Field(ge=0, description="epoch seconds of the fix")
+    acc: float | None = Field(default=None, ge=0, description="accuracy, m")
+    alt: float | None = Field(default=None, description="altitude, m")
+    vac: float | None = Field(default=None, ge=0, description="vertical accuracy, m")
+    vel: float | None = Field(default=None, ge=0, description="speed, km/h")
+    cog: float | None = Field(default=None, ge=0, le=360, description="course over ground, degrees")
+    batt: int | None = Field(default=None, ge=0, le=100, description="battery, %")
+    tid: Annotated[str, StringConstraints(max_length=8)] | None = None
+
+
+class Presence(_Strict):
+    """On `couriers/{courier_id}/presence`, retained: a phone says it is online; its will says offline."""
+
+    online: bool
+    at: AwareDatetime | None = None
+
+
+class Fix(_Out):
+    lat: float
+    lon: float
+    tst: int
+    acc: float | None = None
+    vel: float | None = None
+    cog: float | None = None
+    batt: int | None = None
+
+
+class CourierLocation(Fix):
+    """Retained on `couriers/{courier_id}/location`: the newest fix (by tst) of that courier."""
+
+    courier_id: str
+
+
+class OrderState(_Out):
+    """Retained on `orders/{order_id}/state`: where an order is, for anyone allowed to look."""
+
+    order_id: str
+    shop_id: str
+    status: Status
+    courier_id: str | None
+    location: Fix | None
+    updated_at: AwareDatetime
+
+
+#: Every model exported to schemas/, by file stem.
+SCHEMAS: dict[str, type[BaseModel]] = {
+    "order": Order,
+    "ack": Ack,
+    "rejection": Rejection,
+    "order-event": OrderEvent,
+    "shop-command": ShopCommand,
+    "task": Task,
+    "receipt": Receipt,
+    "status-update": StatusUpdate,
+    "location": Location,
+    "presence": Presence,
+    "courier-location": CourierLocation,
+    "order-state": OrderState,
+}

@@ -1,0 +1,65 @@
+"""Running fieldgate: the embedded broker and the bridge in one process, or the bridge alone.
+
+`serve` prints one `fieldgate ready …` line to stderr once clients can connect, and stops
+cleanly on SIGINT or SIGTERM: the bridge finishes its batch and disconnects, then the broker
+shuts down.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+
+from gateway.bridge import Bridge
+from gateway.broker import EmbeddedBroker
+from gateway.config import Settings
+from gateway.store import db_path
+from gateway.transport import BrokerUrl
+
+log = logging.getLogger("fieldgate")
+
+
+async def _until_signalled() -> None:
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    log.info("stopping")
+
+
+async def _serve(settings: Settings) -> None:
+    broker = EmbeddedBroker(settings)
+    host, port = await broker.start()
+    bridge = Bridge(settings, BrokerUrl("127.0.0.1" if host in ("0.0.0.0", "::") else host, port))
+    try:
+        await asyncio.to_thread(bridge.start)
+        log.info(
+            "fieldgate ready",
+            extra={"ctx": {"mqtt": f"{host}:{port}", "db": db_path(settings.data_dir)}},
+        )
+        await _until_signalled()
+        await asyncio.to_thread(bridge.stop)
+    finally:
+        await broker.stop()
+    log.info("stopped")
+
+
+def serve(settings: Settings) -> None:
+    """Run the embedded broker and the bridge until SIGINT/SIGTERM."""
+    asyncio.run(_serve(settings))
+
+
+def run_bridge(settings: Settings, url: BrokerUrl) -> None:
+    """Run only the bridge, against an external broker, until SIGINT/SIGTERM."""
+
+    async def main() -> None:
+        bridge = Bridge(settings, url)
+        await asyncio.to_thread(bridge.start)
+        log.info("fieldgate bridge ready", extra={"ctx": {"broker": str(url), "db": db_path(settings.data_dir)}})
+        await _until_signalled()
+        await asyncio.to_thread(bridge.stop)
+        log.info("stopped")
+
+    asyncio.run(main())

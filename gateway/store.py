@@ -1,0 +1,514 @@
+"""The SQLite store: the only code that creates or writes fieldgate's tables.
+
+One file, `<data_dir>/fieldgate.db`, in WAL mode so the CLI reads while the gateway writes.
+
+    table          one row per                          written by
+    orders         order (latest snapshot)              put_order
+    order_events   timeline entry of an order           add_happenings, add_rejection_event
+    tasks          task sent to a courier               add_task, receive_tasks, reschedule_task
+    couriers       courier (presence, newest fix)       touch_courier, set_fix
+    gps_fixes      GPS fix received                     add_fix
+    dead_letters   inbound message refused              add_dead_letter
+    outbox         outbound message not yet PUBACKed    enqueue, delete_outbox
+    meta           schema version                       _migrate
+
+Writers call methods inside `transaction()`; nothing here commits on its own, so one inbound
+message (or one batch) is all-or-nothing. sqlite-utils creates the schema and serves the
+read-only queries of the CLI; writes are plain SQL on the same connection so they join the
+caller's transaction (sqlite-utils' own insert helpers commit by themselves).
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import sqlite_utils
+
+from gateway.errors import StoreError
+from gateway.lifecycle import Happening, OrderRecord, Outgoing
+from gateway.models import Fix, Location, Order, Status
+
+DB_NAME = "fieldgate.db"
+SCHEMA_VERSION = 1
+
+
+def db_path(data_dir: Path) -> Path:
+    return data_dir / DB_NAME
+
+
+def _iso(at: datetime) -> str:
+    return at.astimezone(UTC).isoformat(timespec="milliseconds")
+
+
+@dataclass(frozen=True)
+class DueTask:
+    msg_id: str
+    courier_id: str
+    order_id: str
+    payload: bytes
+    attempts: int
+
+
+class Store:
+    """The gateway's SQLite database. Not thread-safe: one Store per thread."""
+
+    def __init__(self, path: Path, *, readonly: bool = False, synchronous: str = "FULL") -> None:
+        self.path = path
+        self.readonly = readonly
+        try:
+            if readonly:
+                if not path.exists():
+                    raise StoreError(f"no fieldgate database at {path}")
+                conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, isolation_level=None)
+            else:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+                conn.execute("PRAGMA journal_mode=WAL")
+                conn.execute(f"PRAGMA synchronous={synchronous}")
+            conn.execute("PRAGMA busy_timeout=5000")
+            self.conn = conn
+            self.db = sqlite_utils.Database(conn)
+            if not readonly:
+                self._migrate()
+        except sqlite3.DatabaseError as exc:
+            raise StoreError(f"cannot open {path}: {exc}") from exc
+
+    def close(self) -> None:
+        self.conn.close()
+
+    # ------------------------------------------------------------------ schema
+
+    def _migrate(self) -> None:
+        db = self.db
+        db["meta"].create({"key": str, "value": str}, pk="key", if_not_exists=True)
+        db["orders"].create(
+            {
+                "order_id": str,
+                "shop_id": str,
+                "courier_id": str,
+                "status": str,
+                "progress": str,
+                "order_json": str,
+                "location_json": str,
+                "created_at": str,
+                "updated_at": str,
+            },
+            pk="order_id",
+            not_null={"shop_id", "status", "progress", "order_json", "created_at", "updated_at"},
+            if_not_exists=True,
+        )
+        db["order_events"].create(
+            {
+                "id": int,
+                "order_id": str,
+                "at": str,
+                "kind": str,
+                "status": str,
+                "actor": str,
+                "courier_id": str,
+                "reason": str,
+            },
+            pk="id",
+            not_null={"order_id", "at", "kind"},
+            if_not_exists=True,
+        )
+        db["tasks"].create(
+            {
+                "msg_id": str,
+                "courier_id": str,
+                "order_id": str,
+                "kind": str,
+                "payload": bytes,
+                "created_at": str,
+                "attempts": int,
+                "next_retry_at": float,
+                "superseded": int,
+                "received_at": str,
+                "read_at": str,
+            },
+            pk="msg_id",
+            not_null={"courier_id", "order_id", "kind", "payload", "created_at"},
+            defaults={"attempts": 1, "superseded": 0},
+            if_not_exists=True,
+        )
+        db["couriers"].create(
+            {
+                "courier_id": str,
+                "online": int,
+                "presence_at": str,
+                "last_seen_at": str,
+                "fix_json": str,
+                "fix_tst": int,
+            },
+            pk="courier_id",
+            if_not_exists=True,
+        )
+        db["gps_fixes"].create(
+            {
+                "id": int,
+                "courier_id": str,
+                "device": str,
+                "lat": float,
+                "lon": float,
+                "tst": int,
+                "acc": float,
+                "alt": float,
+                "vel": float,
+                "cog": float,
+                "batt": int,
+                "tid": str,
+                "received_at": str,
+            },
+            pk="id",
+            not_null={"courier_id", "device", "lat", "lon", "tst", "received_at"},
+            if_not_exists=True,
+        )
+        db["dead_letters"].create(
+            {
+                "id": int,
+                "received_at": str,
+                "topic": str,
+                "payload": bytes,
+                "size": int,
+                "reason": str,
+                "hint": str,
+                "order_id": str,
+                "msg_id": str,
+            },
+            pk="id",
+            not_null={"received_at", "topic", "reason"},
+            if_not_exists=True,
+        )
+        db["outbox"].create(
+            {"id": int, "topic": str, "payload": bytes, "retain": int, "created_at": str},
+            pk="id",
+            not_null={"topic", "payload", "retain", "created_at"},
+            if_not_exists=True,
+        )
+        for table, columns, unique in [
+            ("orders", ["shop_id", "status"], False),
+            ("orders", ["courier_id", "status"], False),
+            ("order_events", ["order_id", "id"], False),
+            ("tasks", ["received_at", "superseded", "next_retry_at"], False),
+            ("tasks", ["order_id", "courier_id"], False),
+            ("gps_fixes", ["courier_id", "device", "tst"], True),
+        ]:
+            db[table].create_index(columns, unique=unique, if_not_exists=True)
+        found = self.conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
+        if found is None:
+            self.conn.execute("INSERT INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+        elif int(found[0]) != SCHEMA_VERSION:
+            raise StoreError(
+                f"{self.path} has schema version {found[0]}, this fieldgate expects {SCHEMA_VERSION}",
+                hint="Use the fieldgate version that wrote it, or move the file aside.",
+            )
+
+    # ------------------------------------------------------------------ transactions
+
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        """BEGIN IMMEDIATE … COMMIT; rolls back if the block raises."""
+        self.conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        except BaseException:
+            self.conn.execute("ROLLBACK")
+            raise
+        self.conn.execute("COMMIT")
+
+    @contextmanager
+    def savepoint(self) -> Iterator[None]:
+        """A nested all-or-nothing step inside `transaction()`."""
+        self.conn.execute("SAVEPOINT step")
+        try:
+            yield
+        except BaseException:
+            self.conn.execute("ROLLBACK TO step")
+            self.conn.execute("RELEASE step")
+            raise
+        self.conn.execute("RELEASE step")
+
+    # ------------------------------------------------------------------ orders
+
+    def get_order(self, order_id: str) -> OrderRecord | None:
+        row = self.conn.execute(
+            "SELECT order_json, status, progress, courier_id, location_json, created_at, updated_at "
+            "FROM orders WHERE order_id = ?",
+            (order_id,),
+        ).fetchone()
+        return None if row is None else _record(row)
+
+    def active_orders_of(self, courier_id: str) -> list[OrderRecord]:
+        rows = self.conn.execute(
+            "SELECT order_json, status, progress, courier_id, location_json, created_at, updated_at "
+            "FROM orders WHERE courier_id = ? AND status NOT IN ('delivered', 'failed', 'cancelled')",
+            (courier_id,),
+        ).fetchall()
+        return [_record(row) for row in rows]
+
+    def put_order(self, record: OrderRecord) -> None:
+        self.conn.execute(
+            "INSERT OR REPLACE INTO orders (order_id, shop_id, courier_id, status, progress, order_json, "
+            "location_json, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                record.order_id,
+                record.order.shop_id,
+                record.courier_id,
+                record.status.value,
+                record.progress.value,
+                record.order.model_dump_json(),
+                None if record.location is None else record.location.model_dump_json(),
+                _iso(record.created_at),
+                _iso(record.updated_at),
+            ),
+        )
+        if record.courier_id is not None:
+            self.conn.execute("INSERT OR IGNORE INTO couriers (courier_id) VALUES (?)", (record.courier_id,))
+
+    def add_happenings(self, order_id: str, happenings: list[Happening], at: datetime) -> None:
+        self.conn.executemany(
+            "INSERT INTO order_events (order_id, at, kind, status, actor, courier_id, reason) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?)",
+            [(order_id, _iso(at), h.kind, h.status.value, h.actor, h.courier_id, h.reason) for h in happenings],
+        )
+
+    def add_rejection_event(self, order_id: str, actor: str, reason: str, at: datetime) -> None:
+        """Note a refused message on the timeline of the (existing) order it named."""
+        self.conn.execute(
+            "INSERT INTO order_events (order_id, at, kind, status, actor, reason) "
+            "SELECT order_id, ?, 'rejected', status, ?, ? FROM orders WHERE order_id = ?",
+            (_iso(at), actor, reason, order_id),
+        )
+
+    # ------------------------------------------------------------------ tasks
+
+    def add_task(
+        self, courier_id: str, msg_id: str, order_id: str, kind: str, payload: bytes, at: datetime,
+        next_retry_at: float,
+    ) -> None:
+        """Store a new task; older unreceived tasks of the same order and courier are superseded."""
+        self.conn.execute(
+            "UPDATE tasks SET superseded = 1 WHERE order_id = ? AND courier_id = ? AND received_at IS NULL",
+            (order_id, courier_id),
+        )
+        self.conn.execute(
+            "INSERT INTO tasks (msg_id, courier_id, order_id, kind, payload, created_at, next_retry_at) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (msg_id, courier_id, order_id, kind, payload, _iso(at), next_retry_at),
+        )
+
+    def receive_tasks(
+        self, courier_id: str, msg_ids: list[str], read: bool, at: datetime
+    ) -> tuple[list[tuple[str, str, str]], list[str]]:
+        """Mark this courier's tasks received (and read). Returns ([(msg_id, order_id, ack kind)], unknown)."""
+        changes: list[tuple[str, str, str]] = []
+        unknown: list[str] = []
+        stamp = _iso(at)
+        for msg_id in dict.fromkeys(msg_ids):
+            row = self.conn.execute(
+                "SELECT order_id, received_at, read_at FROM tasks WHERE msg_id = ? AND courier_id = ?",
+                (msg_id, courier_id),
+            ).fetchone()
+            if row is None:
+                unknown.append(msg_id)
+                continue
+            order_id, received_at, read_at = row
+            if received_at is None:
+                changes.append((msg_id, order_id, "delivered_to_courier"))
+            if read and read_at is None:
+                changes.append((msg_id, order_id, "read_by_courier"))
+            self.conn.execute(
+                "UPDATE tasks SET received_at = COALESCE(received_at, ?), "
+                "read_at = CASE WHEN ? THEN COALESCE(read_at, ?) ELSE read_at END WHERE msg_id = ?",
+                (stamp, read, stamp, msg_id),
+            )
+        return changes, unknown
+
+    def due_tasks(self, now: float, limit: int = 500) -> list[DueTask]:
+        """Unreceived, current tasks whose retry time has come, for couriers known to be online."""
+        rows = self.conn.execute(
+            "SELECT t.msg_id, t.courier_id, t.order_id, t.payload, t.attempts FROM tasks t "
+            "JOIN couriers c ON c.courier_id = t.courier_id AND c.online = 1 "
+            "WHERE t.received_at IS NULL AND t.superseded = 0 AND t.next_retry_at <= ? "
+            "ORDER BY t.next_retry_at LIMIT ?",
+            (now, limit),
+        ).fetchall()
+        return [DueTask(*row) for row in rows]
+
+    def reschedule_task(self, msg_id: str, next_retry_at: float) -> None:
+        self.conn.execute(
+            "UPDATE tasks SET attempts = attempts + 1, next_retry_at = ? WHERE msg_id = ?",
+            (next_retry_at, msg_id),
+        )
+
+    # ------------------------------------------------------------------ couriers and GPS
+
+    def touch_courier(self, courier_id: str, at: datetime, online: bool = True, presence: bool = False) -> None:
+        """Record that a courier was heard from (online) or said goodbye (offline)."""
+        stamp = _iso(at)
+        self.conn.execute(
+            "INSERT INTO couriers (courier_id, online, presence_at, last_seen_at) VALUES (?, ?, ?, ?) "
+            "ON CONFLICT(courier_id) DO UPDATE SET online = excluded.online, "
+            "presence_at = COALESCE(excluded.presence_at, presence_at), "
+            "last_seen_at = COALESCE(excluded.last_seen_at, last_seen_at)",
+            (courier_id, int(online), stamp if presence else None, stamp if online else None),
+        )
+
+    def courier_fix(self, courier_id: str) -> Fix | None:
+        row = self.conn.execute("SELECT fix_json FROM couriers WHERE courier_id = ?", (courier_id,)).fetchone()
+        return None if row is None or row[0] is None else Fix.model_validate_json(row[0])
+
+    def set_fix(self, courier_id: str, fix: Fix) -> None:
+        self.conn.execute(
+            "UPDATE couriers SET fix_json = ?, fix_tst = ? WHERE courier_id = ?",
+            (fix.model_dump_json(), fix.tst, courier_id),
+        )
+
+    def add_fix(self, courier_id: str, device: str, loc: Location, at: datetime) -> bool:
+        """Store one GPS fix; False if this device already sent a fix with that tst (a duplicate)."""
+        cur = self.conn.execute(
+            "INSERT OR IGNORE INTO gps_fixes (courier_id, device, lat, lon, tst, acc, alt, vel, cog, batt, tid, "
+            "received_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (courier_id, device, loc.lat, loc.lon, loc.tst, loc.acc, loc.alt, loc.vel, loc.cog, loc.batt, loc.tid,
+             _iso(at)),
+        )
+        return cur.rowcount == 1
+
+    # ------------------------------------------------------------------ dead letters
+
+    def add_dead_letter(
+        self, topic: str, payload: bytes, reason: str, hint: str, at: datetime, *, keep_bytes: int,
+        order_id: str | None = None, msg_id: str | None = None,
+    ) -> None:
+        """Keep a refused message: its first `keep_bytes` bytes, its full size and why it was refused."""
+        self.conn.execute(
+            "INSERT INTO dead_letters (received_at, topic, payload, size, reason, hint, order_id, msg_id) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (_iso(at), topic, payload[:keep_bytes], len(payload), reason, hint, order_id, msg_id),
+        )
+
+    # ------------------------------------------------------------------ outbox
+
+    def enqueue(self, messages: list[Outgoing], at: datetime) -> list[tuple[int, Outgoing]]:
+        stamp = _iso(at)
+        rows = []
+        for m in messages:
+            cur = self.conn.execute(
+                "INSERT INTO outbox (topic, payload, retain, created_at) VALUES (?, ?, ?, ?)",
+                (m.topic, m.payload, int(m.retain), stamp),
+            )
+            assert cur.lastrowid is not None
+            rows.append((cur.lastrowid, m))
+        return rows
+
+    def pending_outbox(self) -> list[tuple[int, Outgoing]]:
+        rows = self.conn.execute("SELECT id, topic, payload, retain FROM outbox ORDER BY id").fetchall()
+        return [(row[0], Outgoing(row[1], bytes(row[2]), bool(row[3]))) for row in rows]
+
+    def delete_outbox(self, ids: list[int]) -> None:
+        self.conn.executemany("DELETE FROM outbox WHERE id = ?", [(i,) for i in ids])
+
+    # ------------------------------------------------------------------ reads for operators
+
+    def list_orders(
+        self, *, status: str | None = None, shop_id: str | None = None, courier_id: str | None = None,
+        limit: int = 50,
+    ) -> list[dict[str, Any]]:
+        where, params = [], []
+        for column, value in (("status", status), ("shop_id", shop_id), ("courier_id", courier_id)):
+            if value is not None:
+                where.append(f"{column} = ?")
+                params.append(value)
+        sql = "SELECT order_id, shop_id, courier_id, status, created_at, updated_at, order_json FROM orders"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY updated_at DESC LIMIT ?"
+        return list(self.db.query(sql, [*params, limit]))
+
+    def timeline(self, order_id: str) -> list[dict[str, Any]]:
+        return list(
+            self.db.query(
+                "SELECT at, kind, status, actor, courier_id, reason FROM order_events WHERE order_id = ? "
+                "ORDER BY id",
+                [order_id],
+            )
+        )
+
+    def last_event_id(self, order_id: str) -> int:
+        row = self.conn.execute("SELECT MAX(id) FROM order_events WHERE order_id = ?", (order_id,)).fetchone()
+        return row[0] or 0
+
+    def events_since(self, order_id: str, after_id: int) -> list[dict[str, Any]]:
+        return list(
+            self.db.query(
+                "SELECT id, at, kind, status, actor, courier_id, reason FROM order_events "
+                "WHERE order_id = ? AND id > ? ORDER BY id",
+                [order_id, after_id],
+            )
+        )
+
+    def couriers(self) -> list[dict[str, Any]]:
+        return list(
+            self.db.query(
+                "SELECT c.courier_id, c.online, c.last_seen_at, c.presence_at, c.fix_json, "
+                "(SELECT COUNT(*) FROM orders o WHERE o.courier_id = c.courier_id "
+                " AND o.status NOT IN ('delivered', 'failed', 'cancelled')) AS active_orders, "
+                "(SELECT GROUP_CONCAT(o.order_id, ' ') FROM orders o WHERE o.courier_id = c.courier_id "
+                " AND o.status NOT IN ('delivered', 'failed', 'cancelled')) AS active_ids, "
+                "(SELECT COUNT(*) FROM tasks t WHERE t.courier_id = c.courier_id AND t.received_at IS NULL "
+                " AND t.superseded = 0) AS unreceived_tasks "
+                "FROM couriers c ORDER BY c.courier_id"
+            )
+        )
+
+    def stats(self) -> dict[str, Any]:
+        def counts(sql: str) -> dict[str, int]:
+            return {row[0]: row[1] for row in self.conn.execute(sql)}
+
+        one = lambda sql: self.conn.execute(sql).fetchone()[0]  # noqa: E731
+        return {
+            "orders": one("SELECT COUNT(*) FROM orders"),
+            "orders_by_status": counts("SELECT status, COUNT(*) FROM orders GROUP BY status ORDER BY 2 DESC"),
+            "events_by_kind": counts(
+                "SELECT kind, COUNT(*) FROM order_events GROUP BY kind ORDER BY 2 DESC"
+            ),
+            "tasks": one("SELECT COUNT(*) FROM tasks"),
+            "tasks_unreceived": one("SELECT COUNT(*) FROM tasks WHERE received_at IS NULL AND superseded = 0"),
+            "task_resends": one("SELECT COALESCE(SUM(attempts - 1), 0) FROM tasks"),
+            "couriers": one("SELECT COUNT(*) FROM couriers"),
+            "couriers_online": one("SELECT COUNT(*) FROM couriers WHERE online = 1"),
+            "gps_fixes": one("SELECT COUNT(*) FROM gps_fixes"),
+            "dead_letters": one("SELECT COUNT(*) FROM dead_letters"),
+            "dead_letters_by_topic": counts(
+                "SELECT topic, COUNT(*) FROM dead_letters GROUP BY topic ORDER BY 2 DESC LIMIT 10"
+            ),
+            "outbox_pending": one("SELECT COUNT(*) FROM outbox"),
+        }
+
+    def dead_letters(self, limit: int = 20) -> list[dict[str, Any]]:
+        return list(
+            self.db.query(
+                "SELECT id, received_at, topic, size, reason, order_id FROM dead_letters ORDER BY id DESC LIMIT ?",
+                [limit],
+            )
+        )
+
+
+def _record(row: tuple[Any, ...]) -> OrderRecord:
+    order_json, status, progress, courier_id, location_json, created_at, updated_at = row
+    return OrderRecord(
+        order=Order.model_validate_json(order_json),
+        status=Status(status),
+        progress=Status(progress),
+        courier_id=courier_id,
+        location=None if location_json is None else Fix.model_validate(json.loads(location_json)),
+        created_at=datetime.fromisoformat(created_at),
+        updated_at=datetime.fromisoformat(updated_at),
+    )

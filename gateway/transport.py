@@ -1,0 +1,183 @@
+"""The MQTT transport: the only module that imports paho-mqtt.
+
+`MqttTransport` is a persistent-session (clean_session=False) MQTT 3.1.1 client that
+hands every inbound message to a callback *without* acknowledging it: the caller PUBACKs with
+`ack()` once the message is committed. paho runs its network loop in its own thread and
+reconnects by itself; callbacks arrive on that thread, so they must only hand work over.
+
+Each connection gets a generation number. A message received on generation N is only
+acknowledged while generation N is still connected: after a reconnect the broker re-sends it
+(DUP=1), and the packet id it used may already name a different message.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from urllib.parse import unquote, urlsplit
+
+import paho.mqtt.client as paho
+from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
+
+from gateway.errors import TransportError
+
+log = logging.getLogger("fieldgate.transport")
+
+
+@dataclass(frozen=True)
+class BrokerUrl:
+    """mqtt://[user[:password]@]host[:port]"""
+
+    host: str
+    port: int
+    username: str | None = None
+    password: str | None = None
+
+    @classmethod
+    def parse(cls, url: str) -> BrokerUrl:
+        parts = urlsplit(url if "://" in url else f"mqtt://{url}")
+        if parts.scheme not in ("mqtt", "tcp"):
+            raise TransportError(f"unsupported broker URL scheme {parts.scheme!r} in {url!r}",
+                                 hint="Use mqtt://HOST:PORT.")
+        if not parts.hostname:
+            raise TransportError(f"broker URL {url!r} has no host", hint="Use mqtt://HOST:PORT.")
+        try:
+            port = parts.port or 1883
+        except ValueError as exc:
+            raise TransportError(f"broker URL {url!r} has a bad port") from exc
+        return cls(
+            host=parts.hostname,
+            port=port,
+            username=unquote(parts.username) if parts.username else None,
+            password=unquote(parts.password) if parts.password else None,
+        )
+
+    def __str__(self) -> str:
+        return f"mqtt://{self.host}:{self.port}"
+
+
+@dataclass(frozen=True)
+class Received:
+    """An inbound PUBLISH, not yet acknowledged."""
+
+    topic: str
+    payload: bytes
+    qos: int
+    retain: bool
+    dup: bool
+    mid: int
+    generation: int
+
+
+class MqttTransport:
+    """A paho client kept behind four calls: start, publish, ack, stop."""
+
+    def __init__(
+        self,
+        url: BrokerUrl,
+        client_id: str,
+        *,
+        keepalive: int,
+        subscriptions: tuple[str, ...],
+        on_message: Callable[[Received], None],
+        on_published: Callable[[int], None],
+        on_connected: Callable[[bool], None] = lambda session_present: None,
+    ) -> None:
+        self.url = url
+        self.keepalive = keepalive
+        self.subscriptions = subscriptions
+        self._on_message = on_message
+        self._on_published = on_published
+        self._on_connected = on_connected
+        self._generation = 0
+        self._connected = threading.Event()
+        self._client = paho.Client(
+            CallbackAPIVersion.VERSION2,
+            client_id=client_id,
+            clean_session=False,
+            protocol=paho.MQTTv311,
+            manual_ack=True,
+        )
+        self._client.max_inflight_messages_set(100)
+        self._client.reconnect_delay_set(min_delay=1, max_delay=10)
+        if url.username:
+            self._client.username_pw_set(url.username, url.password)
+        self._client.on_connect = self._handle_connect
+        self._client.on_disconnect = self._handle_disconnect
+        self._client.on_message = self._handle_message
+        self._client.on_publish = self._handle_publish
+
+    # ---------------------------------------------------------------- paho callbacks (paho's thread)
+
+    def _handle_connect(self, client: paho.Client, _u: object, flags: paho.ConnectFlags,
+                        reason: paho.ReasonCode, _p: object) -> None:
+        if reason.is_failure:
+            log.error("broker refused the connection: %s", reason, extra={"ctx": {"broker": str(self.url)}})
+            return
+        self._generation += 1
+        client.subscribe([(topic, 1) for topic in self.subscriptions])
+        log.info(
+            "bridge connected",
+            extra={"ctx": {"broker": str(self.url), "session_present": flags.session_present}},
+        )
+        self._connected.set()
+        self._on_connected(flags.session_present)
+
+    def _handle_disconnect(self, _c: paho.Client, _u: object, _f: object, reason: paho.ReasonCode,
+                           _p: object) -> None:
+        self._connected.clear()
+        self._generation += 1
+        log.warning("bridge disconnected: %s", reason, extra={"ctx": {"broker": str(self.url)}})
+
+    def _handle_message(self, _c: paho.Client, _u: object, msg: paho.MQTTMessage) -> None:
+        self._on_message(
+            Received(
+                topic=msg.topic,
+                payload=bytes(msg.payload),
+                qos=msg.qos,
+                retain=bool(msg.retain),
+                dup=bool(msg.dup),
+                mid=msg.mid,
+                generation=self._generation,
+            )
+        )
+
+    def _handle_publish(self, _c: paho.Client, _u: object, mid: int, _r: object, _p: object) -> None:
+        self._on_published(mid)
+
+    # ---------------------------------------------------------------- API
+
+    def start(self, timeout: float) -> None:
+        """Connect and start paho's network thread; raise TransportError if not connected in time."""
+        try:
+            self._client.connect(self.url.host, self.url.port, keepalive=self.keepalive)
+        except OSError as exc:
+            raise TransportError(f"cannot connect to {self.url}: {exc}") from exc
+        self._client.loop_start()
+        if not self._connected.wait(timeout):
+            self.stop()
+            raise TransportError(f"{self.url} did not accept the bridge's connection within {timeout:.0f} s")
+
+    @property
+    def connected(self) -> bool:
+        return self._connected.is_set()
+
+    def publish(self, topic: str, payload: bytes, *, retain: bool = False) -> int:
+        """Queue a QoS-1 publish; paho sends it now or after reconnecting. Returns its packet id."""
+        info = self._client.publish(topic, payload, qos=1, retain=retain)
+        if info.rc not in (MQTTErrorCode.MQTT_ERR_SUCCESS, MQTTErrorCode.MQTT_ERR_NO_CONN):
+            raise TransportError(f"publish to {topic} failed: {paho.error_string(info.rc)}")
+        return info.mid
+
+    def ack(self, message: Received) -> bool:
+        """PUBACK a committed message, unless its connection is gone (the broker will re-send it)."""
+        if message.qos == 0 or message.generation != self._generation or not self.connected:
+            return False
+        self._client.ack(message.mid, message.qos)
+        return True
+
+    def stop(self) -> None:
+        self._client.disconnect()
+        self._client.loop_stop()
