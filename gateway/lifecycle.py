@@ -164,6 +164,10 @@ def _reassign(
     return outcome
 
 
+def _accepted(record: OrderRecord, now: datetime) -> Ack:
+    return Ack(kind="accepted", order_id=record.order_id, status=record.status, courier_id=record.courier_id, at=now)
+
+
 def on_order(existing: OrderRecord | None, order: Order, now: datetime, new_id: NewId) -> Outcome | None:
     """An Order on orders/in: create it, or update it; None for an exact duplicate."""
     if existing is None:
@@ -181,7 +185,7 @@ def on_order(existing: OrderRecord | None, order: Order, now: datetime, new_id: 
         else:
             outcome = _reassign(record, order.courier_id, "ordersys", now, new_id)
         outcome.happenings.insert(0, Happening("created", Status.created, "ordersys"))
-        outcome.acks.append(Ack(kind="accepted", order_id=order.order_id, status=outcome.record.status, at=now))
+        outcome.acks.append(_accepted(outcome.record, now))
         return outcome
 
     keeps_courier = order.courier_id in (None, existing.courier_id)
@@ -210,7 +214,7 @@ def on_order(existing: OrderRecord | None, order: Order, now: datetime, new_id: 
         assert order.courier_id is not None
         outcome = _reassign(record, order.courier_id, "ordersys", now, new_id)
     outcome.happenings.insert(0, Happening("updated", outcome.record.status, "ordersys"))
-    outcome.acks.append(Ack(kind="accepted", order_id=order.order_id, status=outcome.record.status, at=now))
+    outcome.acks.append(_accepted(outcome.record, now))
     return outcome
 
 

@@ -20,16 +20,17 @@ from gateway.transport import BrokerUrl
 log = logging.getLogger("fieldgate")
 
 
-async def _until_signalled() -> None:
+def _stop_on_signals() -> asyncio.Event:
+    """An event set by SIGINT or SIGTERM; install it before announcing readiness."""
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    await stop.wait()
-    log.info("stopping")
+    return stop
 
 
 async def _serve(settings: Settings) -> None:
+    stop = _stop_on_signals()
     broker = EmbeddedBroker(settings)
     host, port = await broker.start()
     bridge = Bridge(settings, BrokerUrl("127.0.0.1" if host in ("0.0.0.0", "::") else host, port))
@@ -39,7 +40,8 @@ async def _serve(settings: Settings) -> None:
             "fieldgate ready",
             extra={"ctx": {"mqtt": f"{host}:{port}", "db": db_path(settings.data_dir)}},
         )
-        await _until_signalled()
+        await stop.wait()
+        log.info("stopping")
         await asyncio.to_thread(bridge.stop)
     finally:
         await broker.stop()
@@ -55,10 +57,12 @@ def run_bridge(settings: Settings, url: BrokerUrl) -> None:
     """Run only the bridge, against an external broker, until SIGINT/SIGTERM."""
 
     async def main() -> None:
+        stop = _stop_on_signals()
         bridge = Bridge(settings, url)
         await asyncio.to_thread(bridge.start)
         log.info("fieldgate bridge ready", extra={"ctx": {"broker": str(url), "db": db_path(settings.data_dir)}})
-        await _until_signalled()
+        await stop.wait()
+        log.info("stopping")
         await asyncio.to_thread(bridge.stop)
         log.info("stopped")
 

@@ -135,18 +135,17 @@ class Gateway:
                 out = self._dispatch(route, message.payload, now)
                 return self.store.enqueue(out, now)
         except Rejected as exc:
-            return self._reject(route, message, exc, now)
+            return self.store.enqueue(self._reject(route, message, exc, now), now)
         except Exception:
             log.exception("internal error while handling a message", extra={"ctx": {"topic": message.topic}})
             exc = Rejected(
                 "the gateway failed to process this message (internal error)",
                 hint="This is a fieldgate bug; the message is kept as a dead letter for an operator.",
             )
-            return self._reject(route, message, exc, now)
+            return self.store.enqueue(self._reject(route, message, exc, now), now)
 
-    def _reject(
-        self, route: Route | None, message: Inbound, exc: Rejected, now: datetime
-    ) -> list[tuple[int, Outgoing]]:
+    def _reject(self, route: Route | None, message: Inbound, exc: Rejected, now: datetime) -> list[Outgoing]:
+        """Dead-letter a refused message; return the Rejection (and, for orders, the Ack) to publish."""
         order_id = exc.order_id or _guess(message.payload, "order_id")
         msg_id = exc.msg_id or _guess(message.payload, "msg_id")
         log.warning(
@@ -174,7 +173,7 @@ class Gateway:
         if route is not None and route.kind == Kind.order:
             ack = Ack(kind="rejected", order_id=order_id, reason=exc.message, at=now)
             out.append(Outgoing(contract.ORDERSYS_ACKS, ack.model_dump_json().encode()))
-        return self.store.enqueue(out, now)
+        return out
 
     # ------------------------------------------------------------------ dispatch by kind
 
@@ -201,7 +200,7 @@ class Gateway:
                 return self._apply(lifecycle.on_status(record, route.courier_id, update, now), now)
             case Kind.receipt:
                 assert route.courier_id is not None
-                return self._receipt(route, parse(Receipt, payload, max_bytes=limit), now)
+                return self._receipt(route, payload, now)
             case Kind.presence:
                 assert route.courier_id is not None
                 presence = parse(Presence, payload, max_bytes=limit)
@@ -244,8 +243,10 @@ class Gateway:
             )
         return lifecycle.messages_for(outcome)
 
-    def _receipt(self, route: Route, receipt: Receipt, now: datetime) -> list[Outgoing]:
+    def _receipt(self, route: Route, payload: bytes, now: datetime) -> list[Outgoing]:
+        """Mark tasks received; msg_ids the courier never got are refused, the others still count."""
         assert route.courier_id is not None
+        receipt = parse(Receipt, payload, max_bytes=self.settings.max_payload_bytes)
         self.store.touch_courier(route.courier_id, now)
         changes, unknown = self.store.receive_tasks(route.courier_id, receipt.msg_ids, receipt.read, now)
         out: list[Outgoing] = []
@@ -260,13 +261,7 @@ class Gateway:
                 hint="Send receipts for msg_ids of tasks received on your own couriers/<id>/tasks topic.",
                 msg_id=unknown[0],
             )
-            rejection = Rejection(reason=exc.message, topic=route.topic, hint=exc.hint, msg_id=unknown[0], at=now)
-            self.store.add_dead_letter(
-                route.topic, receipt.model_dump_json().encode(), exc.message, exc.hint, now,
-                keep_bytes=self.settings.dead_letter_keep_bytes, msg_id=unknown[0],
-            )
-            log.warning("rejected: %s", exc.message, extra={"ctx": {"topic": route.topic}})
-            out.append(Outgoing(route.errors_topic, rejection.model_dump_json().encode()))
+            out.extend(self._reject(route, Inbound(route.topic, payload), exc, now))
         return out
 
     def _location(self, route: Route, payload: bytes, now: datetime) -> list[Outgoing]:

@@ -1,0 +1,273 @@
+"""Shared test parts: a real gateway process, real paho clients, deadlines instead of sleeps."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import paho.mqtt.client as paho
+import pytest
+import yaml
+from paho.mqtt.enums import CallbackAPIVersion
+
+ROOT = Path(__file__).resolve().parent.parent
+DEADLINE = 15.0  # seconds any single wait may take before a test fails
+
+ORDER = {
+    "order_id": "A1001",
+    "shop_id": "rose",
+    "courier_id": "c7",
+    "recipient": {"name": "Li Na", "phone": "+8613800000000"},
+    "address": {"text": "Sunshine Estate 5-3-401", "lat": 31.2304, "lon": 121.4737},
+    "items": [{"name": "pink roses", "qty": 11}],
+    "window": {"start": "2026-11-22T09:00:00+08:00", "end": "2026-11-22T11:00:00+08:00"},
+    "notes": "card: happy birthday",
+    "priority": "normal",
+}
+
+_ids = itertools.count(1)
+
+
+def order(**changes: Any) -> dict[str, Any]:
+    """The acceptance-test order with some fields changed."""
+    return {**ORDER, **changes}
+
+
+@pytest.fixture
+def ids(request: pytest.FixtureRequest) -> Callable[[str], str]:
+    """Unique ids per test, so tests can share one gateway: ids('A') -> 'A-<n>-<test name>'."""
+    n = next(_ids)
+    stem = re.sub(r"[^A-Za-z0-9]", "", request.node.name)[-24:]
+    return lambda prefix: f"{prefix}-{n}-{stem}"
+
+
+# ---------------------------------------------------------------- gateway processes
+
+
+@dataclass
+class GatewayProcess:
+    """`fieldgate serve` (or `fieldgate bridge`) as a child process, logs kept for failure output."""
+
+    args: list[str]
+    data_dir: Path
+    port: int = 0
+    proc: subprocess.Popen[str] | None = None
+    lines: list[str] = field(default_factory=list)
+    _ready: threading.Event = field(default_factory=threading.Event)
+    _reader: threading.Thread | None = None
+
+    def start(self, ready_pattern: str = r"fieldgate ready mqtt=[^ ]*:(\d+)") -> GatewayProcess:
+        self._ready.clear()
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        env.pop("FIELDGATE_DATA_DIR", None)
+        env.pop("FIELDGATE_CONFIG", None)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "cli.main", *self.args],
+            cwd=ROOT,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        self._reader = threading.Thread(target=self._read, args=(self.proc, re.compile(ready_pattern)), daemon=True)
+        self._reader.start()
+        if not self._ready.wait(DEADLINE):
+            self.kill()
+            raise AssertionError("gateway did not get ready:\n" + "\n".join(self.lines[-40:]))
+        return self
+
+    def _read(self, proc: subprocess.Popen[str], ready: re.Pattern[str]) -> None:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            self.lines.append(line.rstrip())
+            if not self._ready.is_set() and (m := ready.search(line)):
+                if m.groups():
+                    self.port = int(m.group(1))
+                self._ready.set()
+
+    def log_has(self, text: str) -> bool:
+        return any(text in line for line in self.lines)
+
+    def wait_log(self, text: str, timeout: float = DEADLINE) -> str:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for line in self.lines:
+                if text in line:
+                    return line
+            time.sleep(0.02)
+        raise AssertionError(f"no log line with {text!r}:\n" + "\n".join(self.lines[-40:]))
+
+    def stop(self, sig: int = signal.SIGTERM) -> int:
+        """Send `sig` and wait for the exit code."""
+        assert self.proc is not None
+        self.proc.send_signal(sig)
+        code = self.proc.wait(DEADLINE)
+        assert self._reader is not None
+        self._reader.join(DEADLINE)  # every line the process wrote is in self.lines
+        return code
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(DEADLINE)
+
+
+def write_config(path: Path, **sections: dict[str, Any]) -> Path:
+    path.write_text(yaml.safe_dump(sections), encoding="utf-8")
+    return path
+
+
+@pytest.fixture
+def spawn(tmp_path: Path) -> Iterator[Callable[..., GatewayProcess]]:
+    """Start gateways in this test's temp dir; all are killed at the end."""
+    started: list[GatewayProcess] = []
+
+    def _spawn(*extra: str, data_dir: Path | None = None, config: dict[str, Any] | None = None,
+               command: str = "serve", port: int = 0, ready: str | None = None) -> GatewayProcess:
+        data = data_dir or tmp_path / "data"
+        args = [command, "--data-dir", str(data)]
+        if command == "serve":
+            args += ["--port", str(port)]
+        if config is not None:
+            args += ["--config", str(write_config(tmp_path / f"broker-{len(started)}.yaml", **config))]
+        gw = GatewayProcess([*args, *extra], data)
+        started.append(gw)
+        return gw.start(ready) if ready else gw.start()
+
+    yield _spawn
+    for gw in started:
+        gw.kill()
+
+
+TEST_CONFIG = {"bridge": {"task_retry_seconds": 1.0}, "log_level": "DEBUG"}
+
+
+@pytest.fixture(scope="session")
+def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayProcess]:
+    """One embedded gateway shared by the flow tests (each test uses its own ids)."""
+    tmp = tmp_path_factory.mktemp("shared-gateway")
+    config = write_config(tmp / "broker.yaml", **TEST_CONFIG)
+    gw = GatewayProcess(["serve", "--port", "0", "--data-dir", str(tmp / "data"), "--config", str(config)],
+                        tmp / "data")
+    gw.start()
+    yield gw
+    gw.kill()
+
+
+# ---------------------------------------------------------------- MQTT peers
+
+
+@dataclass
+class Msg:
+    topic: str
+    payload: bytes
+    qos: int
+    retain: bool
+    dup: bool
+
+    def json(self) -> Any:
+        return json.loads(self.payload)
+
+
+class Peer:
+    """A real paho MQTT client that records what it receives; every wait has a deadline."""
+
+    def __init__(self, port: int, client_id: str = "", *, clean_session: bool = True,
+                 subscribe: tuple[str, ...] = (), will: tuple[str, bytes, bool] | None = None,
+                 auto_ack: bool = True, keepalive: int = 30) -> None:
+        self.port = port
+        self.messages: list[Msg] = []
+        self._cond = threading.Condition()
+        self.client = paho.Client(CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=clean_session,
+                                  protocol=paho.MQTTv311, manual_ack=not auto_ack)
+        self.session_present: bool | None = None
+        self._connected = threading.Event()
+        self.client.on_message = self._on_message
+        self.client.on_connect = self._on_connect
+        if will:
+            self.client.will_set(will[0], will[1], qos=1, retain=will[2])
+        self.client.connect("127.0.0.1", port, keepalive=keepalive)
+        self.client.loop_start()
+        assert self._connected.wait(DEADLINE), "peer did not connect"
+        if subscribe:
+            self.subscribe(*subscribe)
+
+    def _on_connect(self, _c: Any, _u: Any, flags: Any, reason: Any, _p: Any) -> None:
+        self.session_present = flags.session_present
+        if not reason.is_failure:
+            self._connected.set()
+
+    def _on_message(self, _c: Any, _u: Any, m: paho.MQTTMessage) -> None:
+        with self._cond:
+            self.messages.append(Msg(m.topic, bytes(m.payload), m.qos, bool(m.retain), bool(m.dup)))
+            self._cond.notify_all()
+
+    def subscribe(self, *topics: str, qos: int = 1) -> list[int]:
+        done = threading.Event()
+        granted: list[int] = []
+
+        def on_subscribe(_c: Any, _u: Any, _mid: int, codes: list[Any], _p: Any) -> None:
+            granted.extend(int(c.value) for c in codes)
+            done.set()
+
+        self.client.on_subscribe = on_subscribe
+        self.client.subscribe([(t, qos) for t in topics])
+        assert done.wait(DEADLINE), f"no SUBACK for {topics}"
+        return granted
+
+    def publish(self, topic: str, payload: Any, *, qos: int = 1, retain: bool = False) -> None:
+        if isinstance(payload, (dict, list)):
+            payload = json.dumps(payload)
+        info = self.client.publish(topic, payload, qos=qos, retain=retain)
+        info.wait_for_publish(DEADLINE)
+        assert info.is_published(), f"publish to {topic} got no PUBACK"
+
+    def wait_for(self, topic: str, where: Callable[[Any], bool] = lambda d: True, *, timeout: float = DEADLINE,
+                 count: int = 1) -> list[Any]:
+        """Wait until `count` JSON messages on `topic` satisfy `where`; return their decoded payloads."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while True:
+                found = [m.json() for m in self.messages if m.topic == topic and where(m.json())]
+                if len(found) >= count:
+                    return found
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    seen = "\n".join(f"{m.topic} {m.payload[:200]!r}" for m in self.messages[-20:])
+                    raise AssertionError(f"wanted {count} on {topic}, got {len(found)}; last seen:\n{seen}")
+                self._cond.wait(left)
+
+    def on(self, topic: str, where: Callable[[Any], bool] = lambda d: True) -> list[Any]:
+        """What arrived on `topic` so far (no waiting)."""
+        with self._cond:
+            return [m.json() for m in self.messages if m.topic == topic and where(m.json())]
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+@pytest.fixture
+def peers() -> Iterator[Callable[..., Peer]]:
+    made: list[Peer] = []
+
+    def _peer(port: int, client_id: str = "", **kw: Any) -> Peer:
+        p = Peer(port, client_id, **kw)
+        made.append(p)
+        return p
+
+    yield _peer
+    for p in made:
+        p.close()
