@@ -13,6 +13,7 @@ from gateway.config import Settings, load_settings
 from gateway.store import Store, db_path
 
 console = Console(highlight=False)
+errors = Console(stderr=True, highlight=False, soft_wrap=True)
 
 ConfigOpt = Annotated[
     Path | None,

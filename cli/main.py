@@ -7,11 +7,10 @@ from __future__ import annotations
 
 import sys
 
-import click
 import typer
 
 from cli import couriers, orders, schemas, serve, stats
-from cli.common import console
+from cli.common import errors
 from gateway.errors import FieldgateError
 
 app = typer.Typer(
@@ -31,21 +30,16 @@ app.add_typer(schemas.app, name="schemas")
 
 
 def run(argv: list[str] | None = None) -> int:
-    """Entry point: run a command, print FieldgateErrors as `error: … / hint: …`, return the exit code."""
+    """Run a command; print a FieldgateError as `error: … / hint: …`. Returns the exit code."""
     try:
-        app(args=argv, prog_name="fieldgate", standalone_mode=False)
+        app(args=argv, prog_name="fieldgate")
     except FieldgateError as exc:
-        console.print(f"[red]error:[/] {exc.message}")
+        errors.print(f"[red]error:[/] {exc.message}")
         if exc.hint:
-            console.print(f"[dim]hint:[/] {exc.hint}")
+            errors.print(f"[dim]hint:[/] {exc.hint}")
         return 1
-    except click.exceptions.Exit as exc:
-        return exc.exit_code
-    except click.ClickException as exc:
-        exc.show()
-        return exc.exit_code
-    except click.exceptions.Abort:
-        return 130
+    except SystemExit as exc:  # typer's own exit: help, usage errors, typer.Exit
+        return exc.code if isinstance(exc.code, int) else 0
     return 0
 
 

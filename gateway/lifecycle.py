@@ -111,14 +111,14 @@ class Outcome:
 def next_status(record: OrderRecord, new: Status) -> Status | None:
     """The status after `new` is applied, None if it is already there; raises IllegalTransition."""
     current = record.status
+    if new == current:
+        return None
     if current in FINAL:
         raise IllegalTransition(
             f"order {record.order_id} is already {current}; it cannot become {new}",
             hint=f"{', '.join(sorted(FINAL))} are final.",
             order_id=record.order_id,
         )
-    if new == current:
-        return None
     if new == Status.exception or new in FINAL:
         return new
     base = record.progress if current == Status.exception else current

@@ -11,6 +11,9 @@ from pathlib import Path
 
 from gateway.models import SCHEMAS
 
+#: Payloads the gateway publishes: their schema describes what it sends (serialisation mode).
+_OUTBOUND = {"ack", "rejection", "order-event", "task", "courier-location", "order-state"}
+
 
 def render() -> dict[str, str]:
     """File name → JSON text, for every exported model."""
@@ -20,9 +23,6 @@ def render() -> dict[str, str]:
         schema = {"$schema": "https://json-schema.org/draft/2020-12/schema", "$id": f"{name}.json", **schema}
         out[f"{name}.json"] = json.dumps(schema, indent=2, sort_keys=True) + "\n"
     return out
-
-
-_OUTBOUND = {"ack", "rejection", "order-event", "task", "courier-location", "order-state"}
 
 
 def export(directory: Path) -> list[Path]:

@@ -19,7 +19,7 @@ CASES = {
     "unknown-field": ("orders/in", order(colour="pink"), "ordersys/errors", "colour: Extra inputs"),
     "missing-field": ("orders/in", {k: v for k, v in order().items() if k != "recipient"}, "ordersys/errors",
                       "recipient: Field required"),
-    "bad-window": ("orders/in", order(window={"start": "2026-11-22T11:00:00+08:00", "end": "2026-11-22T09:00:00+08:00"}),
+    "bad-window": ("orders/in", order(window={"start": "2026-11-22T11:00:00Z", "end": "2026-11-22T09:00:00Z"}),
                    "ordersys/errors", "window end must be after its start"),
     "topic-chars-in-id": ("orders/in", order(order_id="A/1"), "ordersys/errors", "order_id"),
     "oversized": ("orders/in", order(notes="x" * 70_000), "ordersys/errors", "more than the 65536 allowed"),

@@ -99,7 +99,8 @@ def test_receipt_acks_delivered_to_courier_and_read(gateway, peers, ids):
 
     phone.publish(f"couriers/{courier}/receipts", {"msg_ids": [task["msg_id"]], "read": True})
     ordersys.wait_for("ordersys/acks", lambda a: a["kind"] == "read_by_courier" and a["order_id"] == oid)
-    assert len(ordersys.on("ordersys/acks", lambda a: a["kind"] == "delivered_to_courier" and a["order_id"] == oid)) == 1
+    delivered = ordersys.on("ordersys/acks", lambda a: a["kind"] == "delivered_to_courier" and a["order_id"] == oid)
+    assert len(delivered) == 1
 
 
 def test_task_without_receipt_is_resent_with_same_msg_id_while_courier_is_connected(gateway, peers, ids):

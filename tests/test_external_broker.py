@@ -1,0 +1,102 @@
+"""The bridge is an ordinary MQTT client: the same flow against Debian's mosquitto and the embedded broker,
+and a bridge killed with SIGKILL loses nothing that its broker holds for it."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from conftest import DEADLINE, order
+
+from gateway.store import Store, db_path
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def mosquitto(tmp_path: Path) -> Iterator[int]:
+    """A fresh mosquitto on 127.0.0.1; its port."""
+    binary = shutil.which("mosquitto") or ("/usr/sbin/mosquitto" if Path("/usr/sbin/mosquitto").exists() else None)
+    if binary is None:
+        if os.environ.get("CI"):
+            pytest.fail("mosquitto is not installed; .ci/run installs Debian's mosquitto package")
+        pytest.skip("mosquitto is not installed (apt-get install mosquitto)")
+    port = free_port()
+    conf = tmp_path / "mosquitto.conf"
+    conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n"
+                    "max_queued_messages 100000\nlog_dest stderr\n")
+    proc = subprocess.Popen([binary, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + DEADLINE
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            break
+        except OSError as exc:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                proc.kill()
+                raise AssertionError(f"mosquitto did not start: {proc.stderr.read() if proc.stderr else ''}") from exc
+            time.sleep(0.02)
+    yield port
+    proc.terminate()
+    proc.wait(DEADLINE)
+
+
+def run_flow(port: int, peers, ids) -> None:
+    """Order → shop + courier task → receipt → delivered ack → status → status ack."""
+    oid, shop, courier = ids("A"), ids("shop"), ids("c")
+    ordersys = peers(port, subscribe=("ordersys/acks",))
+    terminal = peers(port, subscribe=(f"shops/{shop}/orders",))
+    phone = peers(port, subscribe=(f"couriers/{courier}/tasks",))
+
+    ordersys.publish("orders/in", order(order_id=oid, shop_id=shop, courier_id=courier))
+    ordersys.wait_for("ordersys/acks", lambda a: a["order_id"] == oid and a["kind"] == "accepted")
+    terminal.wait_for(f"shops/{shop}/orders", lambda e: e["kind"] == "created")
+    [task] = phone.wait_for(f"couriers/{courier}/tasks")
+    phone.publish(f"couriers/{courier}/receipts", {"msg_ids": [task["msg_id"]]})
+    ordersys.wait_for("ordersys/acks", lambda a: a["order_id"] == oid and a["kind"] == "delivered_to_courier")
+    phone.publish(f"couriers/{courier}/status", {"order_id": oid, "status": "picked_up"})
+    ordersys.wait_for("ordersys/acks", lambda a: a["order_id"] == oid and a["status"] == "picked_up")
+
+
+@pytest.mark.mosquitto
+def test_flow_through_bridge_on_mosquitto(mosquitto, spawn, peers, ids):
+    spawn("--broker", f"mqtt://127.0.0.1:{mosquitto}", command="bridge", ready="fieldgate bridge ready")
+    run_flow(mosquitto, peers, ids)
+
+
+def test_flow_through_embedded_broker(gateway, peers, ids):
+    run_flow(gateway.port, peers, ids)
+
+
+@pytest.mark.mosquitto
+def test_killed_bridge_loses_nothing_its_broker_queued(mosquitto, spawn, peers, ids, tmp_path):
+    """The bridge's session is persistent and it PUBACKs only after committing: orders published while it is
+    dead, or in flight when it is SIGKILLed, are all in SQLite after it comes back."""
+    url = f"mqtt://127.0.0.1:{mosquitto}"
+    data = tmp_path / "bridge-data"
+    bridge = spawn("--broker", url, command="bridge", data_dir=data, ready="fieldgate bridge ready")
+    ordersys = peers(mosquitto, subscribe=("ordersys/acks",))
+    wanted = [ids(f"K{i}") for i in range(300)]
+
+    for oid in wanted[:150]:
+        ordersys.publish("orders/in", order(order_id=oid, courier_id=None))
+    bridge.kill()  # SIGKILL, probably mid-batch
+    for oid in wanted[150:]:
+        ordersys.publish("orders/in", order(order_id=oid, courier_id=None))
+
+    spawn("--broker", url, command="bridge", data_dir=data, ready="fieldgate bridge ready")
+    accepted = ordersys.wait_for("ordersys/acks", lambda a: a["kind"] == "accepted", count=len(wanted),
+                                 timeout=60)
+    assert {a["order_id"] for a in accepted} == set(wanted)
+    store = Store(db_path(data), readonly=True)
+    assert store.db.execute("SELECT COUNT(*) FROM orders").fetchone()[0] == len(wanted)
