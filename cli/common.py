@@ -36,6 +36,11 @@ def open_store(config: Path | None, data_dir: Path | None) -> Store:
     return Store(db_path(settings(config, data_dir).data_dir), readonly=True)
 
 
+def when(stamp: str | None) -> str:
+    """An ISO timestamp as 'YYYY-MM-DD HH:MM:SS' UTC, for tables."""
+    return datetime.fromisoformat(stamp).astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S") if stamp else "-"
+
+
 def ago(stamp: str | None) -> str:
     """'12s ago' style age of an ISO timestamp, for tables."""
     if not stamp:

@@ -23,8 +23,8 @@ def list_cmd(config: ConfigOpt = None, data_dir: DataDirOpt = None) -> None:
     """
     store = open_store(config, data_dir)
     rows = store.couriers()
-    table = Table("courier", "online", "last seen", "last fix", "fix age", "active orders", "unreceived tasks",
-                  title="couriers")
+    table = Table("courier", "online", "last seen", "last fix (lat,lon)", "fix age", "active orders",
+                  "tasks w/o receipt", title="couriers")
     for row in rows:
         online = {1: "[green]yes[/]", 0: "[red]no[/]"}.get(row["online"], "[dim]unknown[/]")
         fix = json.loads(row["fix_json"]) if row["fix_json"] else None

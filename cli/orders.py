@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from cli.common import ConfigOpt, DataDirOpt, ago, console, open_store
+from cli.common import ConfigOpt, DataDirOpt, ago, console, open_store, when
 from gateway.errors import StoreError
 from gateway.lifecycle import FINAL
 from gateway.models import Status
@@ -76,9 +76,9 @@ def show_cmd(
         console.print(f"notes: {o.notes}")
     if record.location:
         console.print(f"last fix {record.location.lat:.5f},{record.location.lon:.5f} (tst {record.location.tst})")
-    table = Table("at", "event", "status", "by", "courier", "reason", title="timeline")
+    table = Table("at (UTC)", "event", "status", "by", "courier", "reason", title="timeline")
     for e in store.timeline(order_id):
-        table.add_row(e["at"], e["kind"], e["status"] or "", e["actor"] or "", e["courier_id"] or "",
+        table.add_row(when(e["at"]), e["kind"], e["status"] or "", e["actor"] or "", e["courier_id"] or "",
                       e["reason"] or "")
     console.print(table)
 
@@ -101,14 +101,18 @@ def track_cmd(
     store = open_store(config, data_dir)
     deadline = time.monotonic() + timeout if timeout > 0 else None
     last = 0
+    waiting = False
     while True:
         record = store.get_order(order_id)
+        if record is None and not waiting:
+            console.print(f"waiting for order {order_id} to arrive on orders/in …")
+            waiting = True
         if record is not None:
             for e in store.events_since(order_id, last):
                 last = e["id"]
                 who = f" by {e['actor']}" if e["actor"] else ""
                 why = f" ({e['reason']})" if e["reason"] else ""
-                console.print(f"{e['at']}  {e['kind']:<22} {_status_text(e['status'] or '')}{who}{why}")
+                console.print(f"{when(e['at'])}  {e['kind']:<22} {_status_text(e['status'] or '')}{who}{why}")
             if record.status in FINAL:
                 console.print(f"order {order_id} is {_status_text(record.status.value)}")
                 return

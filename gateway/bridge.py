@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import logging
 import queue
-import sqlite3
 import threading
 import time
 
@@ -85,16 +84,23 @@ class Bridge:
 
     def _run(self) -> None:
         next_resend = 0.0
+        batch: list[Received] = []
         while not self._stop.is_set():
-            batch = self._take_batch()
-            if batch:
-                self._process(batch)
-            self._forget_acked()
-            if time.monotonic() >= next_resend:
-                next_resend = time.monotonic() + RESEND_CHECK_SECONDS
-                if self.transport.connected:
+            try:
+                batch = batch or self._take_batch()
+                if batch:
+                    self._process(batch)
+                    batch = []
+                self._forget_acked()
+                if time.monotonic() >= next_resend and self.transport.connected:
+                    next_resend = time.monotonic() + RESEND_CHECK_SECONDS
                     for message in self.gateway.due_resends():
                         self.transport.publish(message.topic, message.payload, retain=message.retain)
+            except Exception:
+                # Not a bad message (those are handled per message): the database or the transport failed.
+                # Keep the batch, unacknowledged, and try again; the broker holds it meanwhile.
+                log.exception("bridge step failed; retrying in 1 s", extra={"ctx": {"messages": len(batch)}})
+                self._stop.wait(1.0)
 
     def _take_batch(self) -> list[Received]:
         try:
@@ -109,15 +115,7 @@ class Bridge:
         return batch
 
     def _process(self, batch: list[Received]) -> None:
-        while not self._stop.is_set():
-            try:
-                queued = self.gateway.handle_batch(Inbound(m.topic, m.payload, m.retain) for m in batch)
-                break
-            except sqlite3.Error:
-                log.exception("could not commit a batch; retrying in 1 s", extra={"ctx": {"messages": len(batch)}})
-                self._stop.wait(1.0)
-        else:
-            return  # stopping: not acknowledged, so the broker re-sends them to the next run
+        queued = self.gateway.handle_batch(Inbound(m.topic, m.payload) for m in batch)
         for message in batch:
             self.transport.ack(message)
         self._publish(queued)

@@ -56,7 +56,6 @@ class Inbound:
 
     topic: str
     payload: bytes
-    retained: bool = False
 
 
 def _problems(exc: ValidationError) -> list[dict[str, str]]:
@@ -114,7 +113,9 @@ class Gateway:
         self.new_id = new_id
 
     def now(self) -> datetime:
-        return datetime.fromtimestamp(self.clock(), UTC)
+        """The clock as a UTC datetime, to the millisecond (what the store keeps)."""
+        at = datetime.fromtimestamp(self.clock(), UTC)
+        return at.replace(microsecond=at.microsecond // 1000 * 1000)
 
     # ------------------------------------------------------------------ batches
 

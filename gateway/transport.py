@@ -65,8 +65,6 @@ class Received:
     topic: str
     payload: bytes
     qos: int
-    retain: bool
-    dup: bool
     mid: int
     generation: int
 
@@ -129,7 +127,8 @@ class MqttTransport:
                            _p: object) -> None:
         self._connected.clear()
         self._generation += 1
-        log.warning("bridge disconnected: %s", reason, extra={"ctx": {"broker": str(self.url)}})
+        level = logging.WARNING if reason.is_failure else logging.INFO
+        log.log(level, "bridge disconnected: %s", reason, extra={"ctx": {"broker": str(self.url)}})
 
     def _handle_message(self, _c: paho.Client, _u: object, msg: paho.MQTTMessage) -> None:
         self._on_message(
@@ -137,8 +136,6 @@ class MqttTransport:
                 topic=msg.topic,
                 payload=bytes(msg.payload),
                 qos=msg.qos,
-                retain=bool(msg.retain),
-                dup=bool(msg.dup),
                 mid=msg.mid,
                 generation=self._generation,
             )

@@ -66,6 +66,7 @@ class GatewayProcess:
     lines: list[str] = field(default_factory=list)
     _ready: threading.Event = field(default_factory=threading.Event)
     _reader: threading.Thread | None = None
+    _new_line: threading.Condition = field(default_factory=threading.Condition)
 
     def start(self, ready_pattern: str = r"fieldgate ready mqtt=[^ ]*:(\d+)") -> GatewayProcess:
         self._ready.clear()
@@ -91,7 +92,9 @@ class GatewayProcess:
     def _read(self, proc: subprocess.Popen[str], ready: re.Pattern[str]) -> None:
         assert proc.stdout is not None
         for line in proc.stdout:
-            self.lines.append(line.rstrip())
+            with self._new_line:
+                self.lines.append(line.rstrip())
+                self._new_line.notify_all()
             if not self._ready.is_set() and (m := ready.search(line)):
                 if m.groups():
                     self.port = int(m.group(1))
@@ -101,12 +104,10 @@ class GatewayProcess:
         return any(text in line for line in self.lines)
 
     def wait_log(self, text: str, timeout: float = DEADLINE) -> str:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            for line in self.lines:
-                if text in line:
-                    return line
-            time.sleep(0.02)
+        """The first log line containing `text`, waiting for it up to `timeout` seconds."""
+        with self._new_line:
+            if self._new_line.wait_for(lambda: any(text in line for line in self.lines), timeout):
+                return next(line for line in self.lines if text in line)
         raise AssertionError(f"no log line with {text!r}:\n" + "\n".join(self.lines[-40:]))
 
     def stop(self, sig: int = signal.SIGTERM) -> int:
@@ -248,6 +249,12 @@ class Peer:
                     seen = "\n".join(f"{m.topic} {m.payload[:200]!r}" for m in self.messages[-20:])
                     raise AssertionError(f"wanted {count} on {topic}, got {len(found)}; last seen:\n{seen}")
                 self._cond.wait(left)
+
+    def wait_until(self, condition: Callable[[], bool], what: str, *, timeout: float = DEADLINE) -> None:
+        """Wait until `condition()` (re-checked on every message) holds."""
+        with self._cond:
+            if not self._cond.wait_for(condition, timeout):
+                raise AssertionError(f"timed out waiting for {what}")
 
     def on(self, topic: str, where: Callable[[Any], bool] = lambda d: True) -> list[Any]:
         """What arrived on `topic` so far (no waiting)."""
