@@ -1,11 +1,34 @@
-"""The embedded MQTT broker: amqtt, configured from Settings. The only module that imports amqtt.
+"""The embedded MQTT broker: amqtt 0.12.1 with a durable session layer. The only module that imports amqtt.
 
-Corrections of amqtt 0.12.1 behaviour live here and name what they replace:
+What amqtt still does: its listeners (TCP, TLS, WebSocket; `Broker.start`/`shutdown`), CONNECT
+parsing and validation (`BrokerProtocolHandler.init_from_connect`), and its authentication and
+topic plugins (`Broker._authenticate`, `Broker._topic_filtering`).
 
-- amqtt's `AnonymousAuthPlugin(allow_anonymous=True)` marks every session anonymous, and amqtt
-  neither queues offline messages for anonymous sessions nor keeps them (`Broker._run_broadcast`,
-  `Broker._session_monitor`). `OpenAuthPlugin` accepts the same clients without that mark, so a
-  courier with clean_session=False gets the tasks published while it was away.
+What `FieldgateBroker` replaces, each behaviour of amqtt 0.12.1 named with where it lived:
+
+- Connections: `Broker._client_connected` → `FieldgateBroker._serve`, which hands the session
+  to `gateway.sessions.Engine` instead of `Broker._sessions`.
+- Sessions, subscriptions, offline queues and retained messages lived in memory and
+  `Broker.start()`/`shutdown()` cleared them → persisted in broker.db and restored at start
+  (`gateway.broker_store`).
+- `ProtocolHandler._handle_qos1_message_flow` sent the publisher's PUBACK as soon as the
+  message was queued in memory → PUBACK after the group commit (`Engine.inbound_publish`).
+- The same method dropped an outgoing QoS-1 message the subscriber had not PUBACKed within a
+  hard-coded 5 s, never to be re-sent → it stays in flight until PUBACKed, re-sent with DUP=1
+  every `broker.retry_interval_seconds` and on reconnect (`Engine._housekeeping`, `Engine.detach`).
+- `Broker._handle_client_session` sent a connecting client the retained messages matching *any*
+  client's subscriptions → only for the client's own new subscriptions (`Engine._send_retained`).
+- `Broker._run_broadcast` forwarded at the subscription's QoS → min(publish, subscription).
+- `Broker._publish_session_retained_messages` delivered queued offline messages with RETAIN=1
+  → RETAIN=0 except for retained messages sent because of a new subscription [MQTT-3.3.1-9].
+- Queues were unbounded → `broker.max_queued_messages` / `max_queued_bytes`, policy
+  `queue_full_policy`, counted and logged.
+- `BrokerProtocolHandler.handle_read_timeout()` did nothing, so a silent client stayed
+  "connected" forever and its will was never sent → closed after 1.5 times its keep-alive, will
+  published (`Connection._watchdog`).
+- `AnonymousAuthPlugin(allow_anonymous=True)` marked every session anonymous and amqtt then
+  queued nothing for it → `OpenAuthPlugin` accepts without that mark (and the engine does not
+  look at it).
 """
 
 from __future__ import annotations
@@ -13,26 +36,43 @@ from __future__ import annotations
 import asyncio
 import logging
 from importlib.metadata import version
+from pathlib import Path
 from typing import Any
 
+from amqtt.adapters import (
+    ReaderAdapter,
+    StreamReaderAdapter,
+    StreamWriterAdapter,
+    WebSocketsReader,
+    WebSocketsWriter,
+    WriterAdapter,
+)
 from amqtt.broker import Broker
+from amqtt.contexts import Action
 from amqtt.errors import BrokerError
+from amqtt.mqtt.protocol.broker_handler import BrokerProtocolHandler
 from amqtt.plugins.base import BaseAuthPlugin
-from amqtt.session import Session
+from amqtt.session import Session as AmqttSession
 
+from gateway import codec
+from gateway.broker_store import DB_NAME, BrokerStore
+from gateway.codec import ProtocolViolation
 from gateway.config import Settings
 from gateway.errors import BrokerStartError
+from gateway.sessions import Engine, Session
 
 log = logging.getLogger("fieldgate.broker")
 
 #: The amqtt release whose internals this module relies on; tests/test_broker.py checks it.
 AMQTT_VERSION = "0.12.1"
+#: Seconds a new connection has to send its CONNECT.
+CONNECT_TIMEOUT = 10.0
 
 
 class OpenAuthPlugin(BaseAuthPlugin):
-    """Accept every client and leave `session.is_anonymous` False, so persistent sessions stay persistent."""
+    """Accept every client and leave `session.is_anonymous` False."""
 
-    async def authenticate(self, *, session: Session) -> bool:
+    async def authenticate(self, *, session: AmqttSession) -> bool:
         return True
 
 
@@ -47,8 +87,227 @@ def amqtt_config(settings: Settings) -> dict[str, Any]:
     }
 
 
+class Connection:
+    """One client's network connection after CONNECT: reads packets, writes bytes, watches keep-alive."""
+
+    def __init__(self, reader: ReaderAdapter, writer: WriterAdapter, abort: Any, keepalive: int) -> None:
+        self.reader = reader
+        self.writer = writer
+        self._abort = abort
+        self.closed = False
+        self._loop = asyncio.get_running_loop()
+        self._dirty = asyncio.Event()
+        self._flusher = asyncio.create_task(self._flush())
+        self.last_read = self._loop.time()
+        self._grace = keepalive * 1.5  # [MQTT-3.1.2-24]
+        self._timer = self._loop.call_later(self._grace, self._watchdog) if keepalive else None
+        self.timed_out = False
+
+    def send(self, data: bytes) -> None:
+        if not self.closed:
+            self.writer.write(data)
+            self._dirty.set()
+
+    async def _flush(self) -> None:
+        try:
+            while not self.closed:
+                await self._dirty.wait()
+                self._dirty.clear()
+                await self.writer.drain()
+        except (ConnectionError, OSError, asyncio.CancelledError):
+            pass
+        except Exception:  # the websockets library raises its own ConnectionClosed
+            log.debug("write failed", exc_info=True)
+
+    def _watchdog(self) -> None:
+        idle = self._loop.time() - self.last_read
+        if idle >= self._grace:
+            self.timed_out = True
+            self.close()
+        else:
+            self._timer = self._loop.call_later(self._grace - idle, self._watchdog)
+
+    def close(self) -> None:
+        """Drop the connection now; the read loop ends with an error."""
+        if self.closed:
+            return
+        self.closed = True
+        if self._timer is not None:
+            self._timer.cancel()
+        self._flusher.cancel()
+        self._abort()
+
+    async def read_exactly(self, n: int) -> bytes:
+        data = await self.reader.read(n)
+        if len(data) < n:
+            raise EOFError
+        return data
+
+    async def read_packet(self, max_bytes: int) -> tuple[int, int, bytes]:
+        """(packet type, flags, body) of the next packet."""
+        first = (await self.read_exactly(1))[0]
+        length, multiplier = 0, 1
+        for _ in range(4):
+            byte = (await self.read_exactly(1))[0]
+            length += (byte & 0x7F) * multiplier
+            if not byte & 0x80:
+                break
+            multiplier *= 128
+        else:
+            raise ProtocolViolation("remaining length longer than 4 bytes")
+        if length > max_bytes:
+            raise ProtocolViolation(f"packet of {length} bytes exceeds broker.max_packet_bytes ({max_bytes})")
+        body = await self.read_exactly(length) if length else b""
+        self.last_read = self._loop.time()
+        return first >> 4, first & 0x0F, body
+
+
+class FieldgateBroker(Broker):
+    """amqtt's Broker with connections served by fieldgate's durable session engine."""
+
+    def __init__(self, config: dict[str, Any], engine: Engine, settings: Settings) -> None:
+        super().__init__(config, loop=asyncio.get_running_loop())
+        self.engine = engine
+        self.fg = settings
+        self.links: set[Connection] = set()
+
+    # Entry points of amqtt's listeners: keep a way to abort the transport, then serve.
+
+    async def stream_connected(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                               listener_name: str) -> None:
+        await self._serve(listener_name, StreamReaderAdapter(reader), StreamWriterAdapter(writer),
+                          writer.transport.abort)
+
+    async def ws_connected(self, websocket: Any, listener_name: str) -> None:
+        await self._serve(listener_name, WebSocketsReader(websocket), WebSocketsWriter(websocket),
+                          websocket.transport.abort)
+
+    async def _client_connected(self, listener_name: str, reader: ReaderAdapter, writer: WriterAdapter) -> None:
+        raise NotImplementedError("FieldgateBroker serves connections in _serve")
+
+    # Messages published by amqtt plugins go through the engine too.
+
+    async def _broadcast_message(self, session: AmqttSession | None, topic: str | None,
+                                 data: bytes | bytearray | None, force_qos: int | None = None) -> None:
+        if topic and data is not None:
+            self.engine.publish(topic, bytes(data), force_qos or 0, False)
+
+    async def retain_message(self, source_session: AmqttSession | None, topic_name: str | None,
+                             data: bytes | bytearray | None, qos: int | None = None) -> None:
+        if topic_name:
+            self.engine.publish(topic_name, bytes(data or b""), qos or 0, True)
+
+    # ------------------------------------------------------------------ one connection
+
+    async def _serve(self, listener_name: str, reader: ReaderAdapter, writer: WriterAdapter, abort: Any) -> None:
+        server = self._servers.get(listener_name)
+        if server is None:
+            abort()
+            return
+        await server.acquire_connection()
+        try:
+            await self._connection(listener_name, reader, writer, abort)
+        finally:
+            server.release_connection()
+
+    async def _connection(self, listener_name: str, reader: ReaderAdapter, writer: WriterAdapter,
+                          abort: Any) -> None:
+        peer = writer.get_peer_info()
+        try:
+            _, incoming = await asyncio.wait_for(
+                BrokerProtocolHandler.init_from_connect(reader, writer, self.plugins_manager), CONNECT_TIMEOUT
+            )
+        except Exception as exc:  # amqtt raises AMQTTError/MQTTError/NoDataError, or the codec fails
+            log.info("connection refused before CONNECT completed: %s", exc or type(exc).__name__,
+                     extra={"ctx": {"peer": peer}})
+            abort()
+            return
+        client_id = incoming.client_id or ""
+        will = None
+        if incoming.will_flag and incoming.will_topic is not None:
+            try:
+                codec.check_topic_name(incoming.will_topic)
+            except ProtocolViolation:
+                log.info("refused: invalid will topic", extra={"ctx": {"client_id": client_id}})
+                abort()
+                return
+            will = (incoming.will_topic, bytes(incoming.will_message or b""), incoming.will_qos or 0,
+                    bool(incoming.will_retain))
+        if not await self._authenticate(incoming, self.listeners_config[listener_name]):
+            writer.write(codec.encode_connack(False, 5))
+            await writer.drain()
+            log.info("refused: not authorized", extra={"ctx": {"client_id": client_id, "user": incoming.username}})
+            abort()
+            return
+        link = Connection(reader, writer, abort, incoming.keep_alive)
+        self.links.add(link)
+        session, present = self.engine.attach(client_id, bool(incoming.clean_session), will, link)
+        log.debug("client connected", extra={"ctx": {"client_id": client_id, "peer": peer, "clean":
+                                                     incoming.clean_session, "session_present": present}})
+        self.engine.connack(session, present)
+        graceful = False
+        try:
+            graceful = await self._packets(link, session, incoming)
+        except ProtocolViolation as exc:
+            log.info("closing connection: %s", exc, extra={"ctx": {"client_id": client_id}})
+        except (EOFError, ConnectionError, OSError, asyncio.IncompleteReadError):
+            pass
+        except Exception as exc:  # a websocket closing raises the websockets library's own errors
+            log.debug("connection ended: %r", exc, extra={"ctx": {"client_id": client_id}})
+        finally:
+            if link.timed_out:
+                log.info("keep-alive expired", extra={"ctx": {"client_id": client_id,
+                                                              "keepalive": incoming.keep_alive}})
+            self.links.discard(link)
+            if session.link is link:
+                self.engine.detach(session, graceful=graceful)
+            link.close()
+
+    async def _packets(self, link: Connection, s: Session, incoming: AmqttSession) -> bool:
+        """Serve packets until the client disconnects; True if it sent DISCONNECT."""
+        engine, max_bytes = self.engine, self.fg.broker.max_packet_bytes
+        while True:
+            kind, flags, body = await link.read_packet(max_bytes)
+            if kind == codec.PUBLISH:
+                p = codec.decode_publish(flags, body)
+                if p.topic.startswith("$SYS") or not await self._topic_filtering(incoming, p.topic, Action.PUBLISH):
+                    log.info("publish refused", extra={"ctx": {"client_id": s.client_id, "topic": p.topic}})
+                    if p.qos == 1:
+                        link.send(codec.encode_ack(codec.PUBACK, p.packet_id or 0))
+                    elif p.qos == 2:
+                        link.send(codec.encode_ack(codec.PUBREC, p.packet_id or 0))
+                    continue
+                engine.inbound_publish(s, p.topic, p.payload, p.qos, p.retain, p.packet_id)
+            elif kind == codec.PUBACK:
+                engine.puback(s, codec.decode_packet_id(flags, 0, body, "PUBACK"))
+            elif kind == codec.PUBREL:
+                pid = codec.decode_packet_id(flags, 2, body, "PUBREL")
+                engine.pubrel(s, pid)
+                link.send(codec.encode_ack(codec.PUBCOMP, pid))
+            elif kind == codec.SUBSCRIBE:
+                pid, topics = codec.decode_subscribe(flags, body)
+                granted: list[tuple[str, int | None]] = []
+                for topic_filter, qos in topics:
+                    ok = codec.check_topic_filter(topic_filter) and await self._topic_filtering(
+                        incoming, topic_filter, Action.SUBSCRIBE)
+                    granted.append((topic_filter, qos if ok else None))
+                engine.subscribe(s, pid, granted)
+            elif kind == codec.UNSUBSCRIBE:
+                pid, filters = codec.decode_unsubscribe(flags, body)
+                engine.unsubscribe(s, pid, filters)
+            elif kind == codec.PINGREQ:
+                link.send(codec.PINGRESP)
+            elif kind == codec.DISCONNECT:
+                return True
+            elif kind in (codec.PUBREC, codec.PUBCOMP):
+                log.debug("ignoring QoS 2 acknowledgement: the broker sends at most QoS 1",
+                          extra={"ctx": {"client_id": s.client_id}})
+            else:
+                raise ProtocolViolation(f"unexpected packet type {kind} after CONNECT [MQTT-3.1.0-2]")
+
+
 class EmbeddedBroker:
-    """amqtt's Broker, started and stopped inside the caller's running event loop."""
+    """The engine and amqtt's listeners, started and stopped inside the caller's running event loop."""
 
     def __init__(self, settings: Settings) -> None:
         if version("amqtt") != AMQTT_VERSION:
@@ -57,14 +316,18 @@ class EmbeddedBroker:
                 hint=f"pip install amqtt=={AMQTT_VERSION}",
             )
         self.settings = settings
-        self._broker: Broker | None = None
+        self.store = BrokerStore(Path(settings.data_dir) / DB_NAME, synchronous=settings.storage.synchronous.upper())
+        self.engine = Engine(self.store, settings.broker)
+        self._broker: FieldgateBroker | None = None
 
     async def start(self) -> tuple[str, int]:
-        """Start listening; return the (host, port) actually bound (port 0 picks a free one)."""
-        self._broker = Broker(amqtt_config(self.settings), loop=asyncio.get_running_loop())
+        """Restore broker.db, start listening; return the (host, port) bound (port 0 picks a free one)."""
+        await self.engine.start()
+        self._broker = FieldgateBroker(amqtt_config(self.settings), self.engine, self.settings)
         try:
             await self._broker.start()
         except BrokerError as exc:
+            await self.engine.stop()
             raise BrokerStartError(
                 f"the embedded broker could not listen on {self.settings.mqtt.host}:{self.settings.mqtt.port}: "
                 f"{exc.__cause__ or exc}"
@@ -75,5 +338,10 @@ class EmbeddedBroker:
 
     async def stop(self) -> None:
         if self._broker is not None:
+            for server in self._broker._servers.values():  # stop accepting before closing the clients
+                if server.instance is not None:
+                    server.instance.close()
+            await self.engine.stop()
             await self._broker.shutdown()
             self._broker = None
+        self.store.close()

@@ -31,6 +31,16 @@ class MqttListener(_Section):
     port: int = Field(default=1883, ge=0, le=65535, description="TCP port; 0 picks a free one")
 
 
+class BrokerSettings(_Section):
+    max_inflight_messages: int = Field(default=20, ge=0, le=65535)
+    retry_interval_seconds: float = Field(default=20.0, gt=0)
+    max_queued_messages: int = Field(default=10000, ge=0)
+    max_queued_bytes: int = Field(default=16_777_216, ge=0)
+    queue_full_policy: Literal["reject_new", "drop_oldest"] = "reject_new"
+    session_expiry_seconds: int = Field(default=604_800, ge=0)
+    max_packet_bytes: int = Field(default=1_048_576, ge=64, le=268_435_455)
+
+
 class BridgeSettings(_Section):
     client_id: str = Field(default="fieldgate-bridge", min_length=1, max_length=64)
     task_retry_seconds: float = Field(default=30.0, gt=0)
@@ -46,6 +56,7 @@ class StorageSettings(_Section):
 
 class Settings(_Section):
     mqtt: MqttListener = MqttListener()
+    broker: BrokerSettings = BrokerSettings()
     storage: StorageSettings = StorageSettings()
     bridge: BridgeSettings = BridgeSettings()
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"

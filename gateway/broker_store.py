@@ -1,0 +1,208 @@
+"""The embedded broker's durable state: the only code that creates or writes broker.db.
+
+    table          one row per                                      written when
+    sessions       client session (persistent ones, and any         connect, disconnect, expiry
+                   connected client with a will)
+    subscriptions  (client, topic filter) of a persistent session   SUBSCRIBE / UNSUBSCRIBE
+    messages       QoS>0 message some persistent session must get   PUBLISH (before its PUBACK)
+    queue          (client, message) not yet PUBACKed by the client PUBLISH; deleted on the client's PUBACK
+    retained       retained message per topic                       PUBLISH with retain
+    meta           schema version
+
+It is a separate file from fieldgate.db so the broker's group commits never wait for the
+bridge's and the other way round. All writes arrive as one `Batch` per transaction from the
+broker's event loop (`gateway.sessions.Engine`), applied on one dedicated thread.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import sqlite_utils
+
+from gateway.errors import StoreError
+
+DB_NAME = "broker.db"
+SCHEMA_VERSION = 1
+
+
+@dataclass
+class SessionRow:
+    client_id: str
+    clean: bool
+    connected: bool
+    last_seen: float
+    will: tuple[str, bytes, int, bool] | None  # topic, payload, qos, retain
+    dropped: int = 0
+
+
+@dataclass
+class Batch:
+    """Everything one group commit writes. Ids are assigned by the engine before the commit."""
+
+    messages: list[tuple[int, str, bytes, int]] = field(default_factory=list)  # id, topic, payload, qos
+    queued: list[tuple[int, str, int, int]] = field(default_factory=list)  # id, client_id, message_id, qos
+    sent: list[int] = field(default_factory=list)  # queue ids handed to the client at least once
+    acked: list[int] = field(default_factory=list)  # queue ids done with (PUBACKed or dropped)
+    dead_messages: list[int] = field(default_factory=list)  # message ids no queue row needs any more
+    retained: dict[str, tuple[bytes, int] | None] = field(default_factory=dict)  # None deletes
+    sessions: dict[str, SessionRow | None] = field(default_factory=dict)  # None deletes the session row
+    subscriptions: dict[tuple[str, str], int | None] = field(default_factory=dict)  # (client, filter) → qos/None
+
+    def __bool__(self) -> bool:
+        return any(
+            (self.messages, self.queued, self.sent, self.acked, self.dead_messages, self.retained, self.sessions,
+             self.subscriptions)
+        )
+
+
+@dataclass
+class Snapshot:
+    """broker.db as loaded at start."""
+
+    sessions: list[SessionRow]
+    subscriptions: list[tuple[str, str, int]]
+    queued: list[tuple[int, str, int, int, bool, str, bytes, int]]  # qid, client, mid, qos, sent, topic, payload, mqos
+    retained: list[tuple[str, bytes, int]]
+    next_message_id: int
+    next_queue_id: int
+
+
+class BrokerStore:
+    """broker.db. Used from one thread at a time (the engine's writer thread)."""
+
+    def __init__(self, path: Path, *, synchronous: str = "FULL", readonly: bool = False) -> None:
+        self.path = path
+        try:
+            if readonly:
+                if not path.exists():
+                    raise StoreError(f"no broker database at {path}")
+                self.conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, isolation_level=None)
+            else:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                self.conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+                self.conn.execute("PRAGMA journal_mode=WAL")
+                self.conn.execute(f"PRAGMA synchronous={synchronous}")
+            self.conn.execute("PRAGMA busy_timeout=5000")
+            self.db = sqlite_utils.Database(self.conn)
+            if not readonly:
+                self._migrate()
+        except sqlite3.DatabaseError as exc:
+            raise StoreError(f"cannot open {path}: {exc}") from exc
+
+    def close(self) -> None:
+        self.conn.close()
+
+    def _migrate(self) -> None:
+        db = self.db
+        db["meta"].create({"key": str, "value": str}, pk="key", if_not_exists=True)
+        db["sessions"].create(
+            {"client_id": str, "clean": int, "connected": int, "last_seen": float, "will_topic": str,
+             "will_payload": bytes, "will_qos": int, "will_retain": int, "dropped": int},
+            pk="client_id", not_null={"clean", "connected", "last_seen"}, defaults={"dropped": 0},
+            if_not_exists=True,
+        )
+        db["subscriptions"].create(
+            {"client_id": str, "filter": str, "qos": int}, pk=("client_id", "filter"), not_null={"qos"},
+            if_not_exists=True,
+        )
+        db["messages"].create(
+            {"id": int, "topic": str, "payload": bytes, "qos": int}, pk="id", not_null={"topic", "payload", "qos"},
+            if_not_exists=True,
+        )
+        db["queue"].create(
+            {"id": int, "client_id": str, "message_id": int, "qos": int, "sent": int},
+            pk="id", not_null={"client_id", "message_id", "qos"}, defaults={"sent": 0}, if_not_exists=True,
+        )
+        db["queue"].create_index(["client_id", "id"], if_not_exists=True)
+        db["retained"].create(
+            {"topic": str, "payload": bytes, "qos": int}, pk="topic", not_null={"payload", "qos"}, if_not_exists=True,
+        )
+        found = self.conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
+        if found is None:
+            self.conn.execute("INSERT INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+        elif int(found[0]) != SCHEMA_VERSION:
+            raise StoreError(f"{self.path} has broker schema version {found[0]}, expected {SCHEMA_VERSION}")
+
+    # ------------------------------------------------------------------ write path
+
+    def apply(self, batch: Batch) -> None:
+        """Write one batch in one transaction (the group commit)."""
+        c = self.conn
+        c.execute("BEGIN IMMEDIATE")
+        try:
+            for client_id, row in batch.sessions.items():
+                if row is None:
+                    c.execute("DELETE FROM sessions WHERE client_id = ?", (client_id,))
+                else:
+                    will = row.will or (None, None, None, None)
+                    c.execute(
+                        "INSERT OR REPLACE INTO sessions (client_id, clean, connected, last_seen, will_topic, "
+                        "will_payload, will_qos, will_retain, dropped) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                        (client_id, int(row.clean), int(row.connected), row.last_seen, *will, row.dropped),
+                    )
+            for (client_id, topic_filter), qos in batch.subscriptions.items():
+                if qos is None:
+                    c.execute("DELETE FROM subscriptions WHERE client_id = ? AND filter = ?", (client_id, topic_filter))
+                else:
+                    c.execute("INSERT OR REPLACE INTO subscriptions VALUES (?, ?, ?)", (client_id, topic_filter, qos))
+            c.executemany("INSERT INTO messages (id, topic, payload, qos) VALUES (?, ?, ?, ?)", batch.messages)
+            c.executemany("INSERT INTO queue (id, client_id, message_id, qos) VALUES (?, ?, ?, ?)", batch.queued)
+            c.executemany("UPDATE queue SET sent = 1 WHERE id = ?", ((i,) for i in batch.sent))
+            c.executemany("DELETE FROM queue WHERE id = ?", ((i,) for i in batch.acked))
+            c.executemany("DELETE FROM messages WHERE id = ?", ((i,) for i in batch.dead_messages))
+            for topic, value in batch.retained.items():
+                if value is None:
+                    c.execute("DELETE FROM retained WHERE topic = ?", (topic,))
+                else:
+                    c.execute("INSERT OR REPLACE INTO retained VALUES (?, ?, ?)", (topic, *value))
+        except BaseException:
+            c.execute("ROLLBACK")
+            raise
+        c.execute("COMMIT")
+
+    # ------------------------------------------------------------------ start-up
+
+    def load(self) -> Snapshot:
+        c = self.conn
+        sessions = [
+            SessionRow(cid, bool(clean), bool(conn), seen,
+                       (wt, bytes(wp), wq, bool(wr)) if wt is not None else None, dropped or 0)
+            for cid, clean, conn, seen, wt, wp, wq, wr, dropped in c.execute(
+                "SELECT client_id, clean, connected, last_seen, will_topic, will_payload, will_qos, will_retain, "
+                "dropped FROM sessions"
+            )
+        ]
+        queued = [
+            (qid, cid, mid, qos, bool(sent), topic, bytes(payload), mqos)
+            for qid, cid, mid, qos, sent, topic, payload, mqos in c.execute(
+                "SELECT q.id, q.client_id, q.message_id, q.qos, q.sent, m.topic, m.payload, m.qos "
+                "FROM queue q JOIN messages m ON m.id = q.message_id ORDER BY q.id"
+            )
+        ]
+        return Snapshot(
+            sessions=sessions,
+            subscriptions=list(c.execute("SELECT client_id, filter, qos FROM subscriptions")),
+            queued=queued,
+            retained=[(t, bytes(p), q) for t, p, q in c.execute("SELECT topic, payload, qos FROM retained")],
+            next_message_id=(c.execute("SELECT MAX(id) FROM messages").fetchone()[0] or 0) + 1,
+            next_queue_id=(c.execute("SELECT MAX(id) FROM queue").fetchone()[0] or 0) + 1,
+        )
+
+    # ------------------------------------------------------------------ operators
+
+    def sessions_report(self) -> list[dict[str, Any]]:
+        return list(
+            self.db.query(
+                "SELECT s.client_id, s.clean, s.connected, s.last_seen, s.dropped, s.will_topic, "
+                "(SELECT COUNT(*) FROM subscriptions u WHERE u.client_id = s.client_id) AS subscriptions, "
+                "(SELECT COUNT(*) FROM queue q WHERE q.client_id = s.client_id) AS queued, "
+                "(SELECT COALESCE(SUM(LENGTH(m.payload)), 0) FROM queue q JOIN messages m ON m.id = q.message_id "
+                " WHERE q.client_id = s.client_id) AS queued_bytes, "
+                "(SELECT COUNT(*) FROM queue q WHERE q.client_id = s.client_id AND q.sent = 1) AS sent_unacked "
+                "FROM sessions s ORDER BY s.client_id"
+            )
+        )

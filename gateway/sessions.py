@@ -1,0 +1,548 @@
+"""The embedded broker's session layer: routing, queues, in-flight messages, retained messages, wills.
+
+This replaces amqtt 0.12.1's in-memory session handling (see gateway/broker.py for the list of
+what it corrects). Everything here runs on the broker's event loop; the only I/O is handing a
+`Batch` to `BrokerStore.apply` on a dedicated writer thread.
+
+Order of events for a QoS-1 PUBLISH from a client:
+
+1. it is routed at once: every matching session gets a `Delivery` (sent now if the client is
+   connected and has room in its in-flight window, queued otherwise); deliveries to persistent
+   sessions also get a `queue` row in the open batch;
+2. the publisher's PUBACK waits in the batch's callbacks until the batch has committed (group
+   commit: while one batch is being written, the next one fills up);
+3. a subscriber's PUBACK deletes its queue row in a later batch. Un-PUBACKed messages stay in
+   flight — re-sent with DUP=1 every `retry_interval_seconds` while connected, and on reconnect,
+   however long the client was away.
+
+Acknowledgements that promise durable state (PUBACK, PUBREC, SUBACK, UNSUBACK, CONNACK of a
+persistent session) are only sent after the state they promise is committed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import OrderedDict, deque
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from gateway.broker_store import Batch, BrokerStore, SessionRow
+from gateway.codec import PUBACK, PUBREC, UNSUBACK, encode_ack, encode_connack, encode_publish, encode_suback
+from gateway.config import BrokerSettings
+
+log = logging.getLogger("fieldgate.broker")
+
+MAX_QOS = 1  # the QoS granted at most (as Mosquitto's max_qos 1): outbound QoS 2 flows are not offered
+
+
+class Link(Protocol):
+    """What the session layer needs of a network connection."""
+
+    def send(self, data: bytes) -> None: ...
+
+    def close(self) -> None: ...
+
+
+@dataclass(slots=True, eq=False)
+class Message:
+    topic: str
+    payload: bytes
+    qos: int
+    id: int | None = None  # its `messages` row, once a persistent session needs it
+    refs: int = 0  # queue rows that point at it
+
+
+@dataclass(slots=True, eq=False)
+class Delivery:
+    message: Message
+    qos: int
+    queue_id: int | None = None  # None: not stored (QoS 0, or a clean session)
+    retain: bool = False  # sent because of a new subscription to a retained topic
+    dup: bool = False  # may have been sent before: the next send carries DUP=1
+    packet_id: int = 0
+    sent_at: float = 0.0
+
+
+@dataclass(eq=False)
+class Session:
+    client_id: str
+    clean: bool
+    subscriptions: dict[str, int] = field(default_factory=dict)
+    queue: deque[Delivery] = field(default_factory=deque)
+    inflight: OrderedDict[int, Delivery] = field(default_factory=OrderedDict)
+    inbound_qos2: set[int] = field(default_factory=set)  # PUBREC sent, PUBREL awaited
+    link: Link | None = None
+    ready: bool = False  # CONNACK sent: deliveries may flow
+    will: tuple[str, bytes, int, bool] | None = None
+    last_seen: float = 0.0
+    pending_bytes: int = 0
+    dropped: int = 0
+    _last_drop_log: float = 0.0
+    _packet_id: int = 0
+
+    @property
+    def persistent(self) -> bool:
+        return not self.clean
+
+    def pending(self) -> int:
+        return len(self.queue) + len(self.inflight)
+
+    def next_packet_id(self) -> int:
+        for _ in range(65535):
+            self._packet_id = self._packet_id % 65535 + 1
+            if self._packet_id not in self.inflight:
+                return self._packet_id
+        raise RuntimeError(f"client {self.client_id} has 65535 messages in flight")
+
+
+def topic_matches(levels_filter: list[str], levels_topic: list[str]) -> bool:
+    """MQTT topic filter matching, level by level ('+' one level, '#' the rest, including none)."""
+    for i, level in enumerate(levels_filter):
+        if level == "#":
+            return True
+        if i >= len(levels_topic) or (level != "+" and level != levels_topic[i]):
+            return False
+    return len(levels_filter) == len(levels_topic)
+
+
+class SubscriptionIndex:
+    """Who is subscribed to what: exact filters by dict lookup, wildcard filters by scan."""
+
+    def __init__(self) -> None:
+        self._exact: dict[str, dict[str, int]] = {}
+        self._wild: dict[str, tuple[list[str], dict[str, int]]] = {}
+
+    def add(self, topic_filter: str, client_id: str, qos: int) -> None:
+        if "+" in topic_filter or "#" in topic_filter:
+            self._wild.setdefault(topic_filter, (topic_filter.split("/"), {}))[1][client_id] = qos
+        else:
+            self._exact.setdefault(topic_filter, {})[client_id] = qos
+
+    def remove(self, topic_filter: str, client_id: str) -> None:
+        subs = self._exact.get(topic_filter)
+        if subs is None and topic_filter in self._wild:
+            subs = self._wild[topic_filter][1]
+        if subs is not None:
+            subs.pop(client_id, None)
+            if not subs:
+                self._exact.pop(topic_filter, None)
+                self._wild.pop(topic_filter, None)
+
+    def match(self, topic: str) -> dict[str, int]:
+        """client_id → the highest QoS among that client's matching subscriptions (one copy per client)."""
+        found = dict(self._exact.get(topic, ()))
+        if self._wild:
+            levels = topic.split("/")
+            dollar = topic.startswith("$")  # [MQTT-4.7.2-1]: wildcards at the first level never match $ topics
+            for flevels, subs in self._wild.values():
+                if dollar and flevels[0] in ("+", "#"):
+                    continue
+                if topic_matches(flevels, levels):
+                    for client_id, qos in subs.items():
+                        if qos > found.get(client_id, -1):
+                            found[client_id] = qos
+        return found
+
+
+class Engine:
+    """All sessions of the embedded broker, and the group commit that makes them durable."""
+
+    def __init__(self, store: BrokerStore, settings: BrokerSettings, *, clock: Callable[[], float] = time.time):
+        self.store = store
+        self.settings = settings
+        self.clock = clock
+        self.sessions: dict[str, Session] = {}
+        self.index = SubscriptionIndex()
+        self.retained: dict[str, Message] = {}
+        self.dropped_total = 0
+        self._batch = Batch()
+        self._callbacks: list[Callable[[], None]] = []
+        self._committing = False
+        self._wake = asyncio.Event()
+        self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="fieldgate-broker-db")
+        self._tasks: list[asyncio.Task[None]] = []
+        self._next_message_id = 1
+        self._next_queue_id = 1
+
+    # ------------------------------------------------------------------ start and stop
+
+    async def start(self) -> None:
+        """Load broker.db; publish the wills of connections a crash cut; start committing."""
+        loop = asyncio.get_running_loop()
+        started = time.monotonic()
+        snap = await loop.run_in_executor(self._writer, self.store.load)
+        self._next_message_id, self._next_queue_id = snap.next_message_id, snap.next_queue_id
+        cut: list[SessionRow] = []
+        for row in snap.sessions:
+            if row.connected:
+                cut.append(row)
+            if row.clean:
+                self._batch.sessions[row.client_id] = None
+                continue
+            self.sessions[row.client_id] = Session(row.client_id, clean=False, last_seen=row.last_seen,
+                                                   dropped=row.dropped)
+        for client_id, topic_filter, qos in snap.subscriptions:
+            if (s := self.sessions.get(client_id)) is not None:
+                s.subscriptions[topic_filter] = qos
+                self.index.add(topic_filter, client_id, qos)
+        messages: dict[int, Message] = {}
+        for qid, client_id, mid, qos, sent, topic, payload, mqos in snap.queued:
+            s = self.sessions.get(client_id)
+            if s is None:
+                continue
+            msg = messages.get(mid) or messages.setdefault(mid, Message(topic, payload, mqos, id=mid))
+            msg.refs += 1
+            s.queue.append(Delivery(msg, qos, queue_id=qid, dup=sent))
+            s.pending_bytes += len(payload)
+        for topic, payload, qos in snap.retained:
+            self.retained[topic] = Message(topic, payload, qos)
+        self._tasks = [asyncio.create_task(self._committer()), asyncio.create_task(self._housekeeping())]
+        for row in cut:
+            if not row.clean:
+                self._save_session(self.sessions[row.client_id])
+            if row.will:
+                log.info("publishing the will of a connection cut by the last stop",
+                         extra={"ctx": {"client_id": row.client_id, "topic": row.will[0]}})
+                self.publish(*row.will)
+        await self.flush()
+        log.info("broker state loaded", extra={"ctx": {
+            "sessions": len(self.sessions), "queued": len(snap.queued), "retained": len(self.retained),
+            "seconds": round(time.monotonic() - started, 3)}})
+
+    async def stop(self) -> None:
+        """Disconnect every client (no wills: the broker is leaving, not them) and commit what is left."""
+        for s in list(self.sessions.values()):
+            if s.link is not None:
+                s.link.close()
+                self.detach(s, graceful=True)
+        await self.flush()
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._writer.shutdown(wait=True)
+
+    async def flush(self) -> None:
+        """Wait until everything so far is committed."""
+        done = asyncio.get_running_loop().create_future()
+        self.when_durable(lambda: done.done() or done.set_result(None))
+        await done
+
+    # ------------------------------------------------------------------ group commit
+
+    def when_durable(self, callback: Callable[[], None]) -> None:
+        """Run `callback` once everything written so far is committed (now, if nothing is pending)."""
+        if not self._batch and not self._committing and not self._callbacks:
+            callback()
+            return
+        self._callbacks.append(callback)
+        self._wake.set()
+
+    async def _committer(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            while self._batch or self._callbacks:
+                batch, callbacks = self._batch, self._callbacks
+                self._batch, self._callbacks = Batch(), []
+                self._committing = True
+                try:
+                    while batch:
+                        try:
+                            await loop.run_in_executor(self._writer, self.store.apply, batch)
+                            break
+                        except Exception:
+                            log.exception("broker.db commit failed; retrying in 1 s (nothing is acknowledged)")
+                            await asyncio.sleep(1.0)
+                finally:
+                    self._committing = False
+                for callback in callbacks:
+                    callback()
+
+    def _changed(self) -> None:
+        self._wake.set()
+
+    # ------------------------------------------------------------------ connections
+
+    def attach(self, client_id: str, clean: bool, will: tuple[str, bytes, int, bool] | None,
+               link: Link) -> tuple[Session, bool]:
+        """A client connected: take over, resume or create its session. Returns (session, session_present)."""
+        old = self.sessions.get(client_id)
+        if old is not None and old.link is not None:
+            log.info("session taken over by a new connection", extra={"ctx": {"client_id": client_id}})
+            old.link.close()
+            self.detach(old, graceful=True)
+            old = self.sessions.get(client_id)
+        if clean or old is None or old.clean:
+            if old is not None:
+                self._discard(old)
+            s = Session(client_id, clean=clean)
+            self.sessions[client_id] = s
+            present = False
+        else:
+            s, present = old, True
+        s.link, s.will, s.ready, s.last_seen = link, will, False, self.clock()
+        if s.persistent or will is not None:
+            self._save_session(s)
+        return s, present
+
+    def _save_session(self, s: Session) -> None:
+        self._batch.sessions[s.client_id] = SessionRow(s.client_id, s.clean, s.link is not None, s.last_seen, s.will,
+                                                       s.dropped)
+        self._changed()
+
+    def connack(self, s: Session, present: bool) -> None:
+        """Send CONNACK once the session is durable, then start delivering."""
+
+        def send() -> None:
+            if s.link is None:
+                return
+            s.link.send(encode_connack(present, 0))
+            s.ready = True
+            self._pump(s)
+
+        self.when_durable(send)
+
+    def detach(self, s: Session, *, graceful: bool) -> None:
+        """The connection ended. Without a DISCONNECT first, the will is published."""
+        if s.link is None:
+            return
+        s.link, s.ready, s.last_seen = None, False, self.clock()
+        will, s.will = s.will, None
+        s.inbound_qos2.clear()
+        if s.clean:
+            self._discard(s)
+        else:
+            for d in reversed(s.inflight.values()):
+                d.dup = True
+                s.queue.appendleft(d)
+            s.inflight.clear()
+            self._save_session(s)
+        if will is not None and not graceful:
+            log.info("publishing will", extra={"ctx": {"client_id": s.client_id, "topic": will[0]}})
+            self.publish(*will)
+
+    def _discard(self, s: Session) -> None:
+        """Forget a session and everything queued for it."""
+        for d in (*s.inflight.values(), *s.queue):
+            self._release(d)
+        s.inflight.clear()
+        s.queue.clear()
+        for topic_filter in s.subscriptions:
+            self.index.remove(topic_filter, s.client_id)
+            if s.persistent:
+                self._batch.subscriptions[(s.client_id, topic_filter)] = None
+        if self.sessions.get(s.client_id) is s:
+            del self.sessions[s.client_id]
+        self._batch.sessions[s.client_id] = None
+        self._changed()
+
+    # ------------------------------------------------------------------ publish and deliver
+
+    def publish(self, topic: str, payload: bytes, qos: int, retain: bool,
+                on_durable: Callable[[], None] | None = None) -> None:
+        """Route one message to every matching session; `on_durable` runs once it is committed."""
+        if retain:
+            if payload:
+                self.retained[topic] = Message(topic, payload, qos)
+                self._batch.retained[topic] = (payload, qos)
+            else:  # [MQTT-3.3.1-10] an empty retained message deletes the retained one
+                self.retained.pop(topic, None)
+                self._batch.retained[topic] = None
+            self._changed()
+        msg = Message(topic, payload, qos)
+        for client_id, sub_qos in self.index.match(topic).items():
+            s = self.sessions.get(client_id)
+            if s is not None:
+                self._offer(s, msg, min(qos, sub_qos), retain=False)
+        if on_durable is not None:
+            self.when_durable(on_durable)
+
+    def _offer(self, s: Session, msg: Message, qos: int, *, retain: bool) -> None:
+        """Give a session one delivery, stored if the session must survive a restart."""
+        if s.link is None and qos == 0:
+            return  # QoS 0 is not queued for offline clients
+        d = Delivery(msg, qos, retain=retain)
+        if not self._has_room(s, len(msg.payload)):
+            return
+        if qos and s.persistent:
+            if msg.id is None:
+                msg.id = self._next_message_id
+                self._next_message_id += 1
+                self._batch.messages.append((msg.id, msg.topic, msg.payload, msg.qos))
+            d.queue_id = self._next_queue_id
+            self._next_queue_id += 1
+            msg.refs += 1
+            self._batch.queued.append((d.queue_id, s.client_id, msg.id, qos))
+            self._changed()
+        s.queue.append(d)
+        s.pending_bytes += len(msg.payload)
+        self._pump(s)
+
+    def _has_room(self, s: Session, size: int) -> bool:
+        """Apply max_queued_messages / max_queued_bytes; counted and logged, never silent."""
+        limits = self.settings
+        full = (limits.max_queued_messages and s.pending() >= limits.max_queued_messages) or (
+            limits.max_queued_bytes and s.pending_bytes + size > limits.max_queued_bytes
+        )
+        if not full:
+            return True
+        if limits.queue_full_policy == "drop_oldest" and s.queue:
+            while s.queue and (
+                (limits.max_queued_messages and s.pending() >= limits.max_queued_messages)
+                or (limits.max_queued_bytes and s.pending_bytes + size > limits.max_queued_bytes)
+            ):
+                self._release(s.queue.popleft())
+                self._count_drop(s, "oldest")
+            return True
+        self._count_drop(s, "newest")
+        return False
+
+    def _count_drop(self, s: Session, which: str) -> None:
+        s.dropped += 1
+        self.dropped_total += 1
+        now = self.clock()
+        if now - s._last_drop_log >= 1.0:
+            s._last_drop_log = now
+            log.warning(
+                "queue full: dropped the %s message", which,
+                extra={"ctx": {"client_id": s.client_id, "queued": s.pending(), "bytes": s.pending_bytes,
+                               "dropped_total": s.dropped, "policy": self.settings.queue_full_policy}},
+            )
+        if s.persistent:
+            self._save_session(s)
+
+    def _release(self, d: Delivery) -> None:
+        """A delivery is done with (acknowledged, dropped or discarded): free its rows."""
+        if d.queue_id is not None:
+            self._batch.acked.append(d.queue_id)
+            d.message.refs -= 1
+            if d.message.refs == 0 and d.message.id is not None:
+                self._batch.dead_messages.append(d.message.id)
+            self._changed()
+
+    def _pump(self, s: Session) -> None:
+        """Send queued deliveries while the client's in-flight window has room."""
+        link = s.link
+        if link is None or not s.ready:
+            return
+        window = self.settings.max_inflight_messages
+        now = self.clock()
+        while s.queue and (window == 0 or len(s.inflight) < window):
+            d = s.queue.popleft()
+            m = d.message
+            if d.qos == 0:
+                s.pending_bytes -= len(m.payload)
+                link.send(encode_publish(m.topic, m.payload, 0, d.retain, False, None))
+                continue
+            d.packet_id, d.sent_at = s.next_packet_id(), now
+            s.inflight[d.packet_id] = d
+            link.send(encode_publish(m.topic, m.payload, d.qos, d.retain, d.dup, d.packet_id))
+            if not d.dup and d.queue_id is not None:
+                self._batch.sent.append(d.queue_id)
+                self._changed()
+            d.dup = True
+
+    def puback(self, s: Session, packet_id: int) -> None:
+        d = s.inflight.pop(packet_id, None)
+        if d is None:
+            log.debug("PUBACK for a packet id not in flight", extra={"ctx": {"client_id": s.client_id,
+                                                                             "packet_id": packet_id}})
+            return
+        s.pending_bytes -= len(d.message.payload)
+        self._release(d)
+        self._pump(s)
+
+    def inbound_publish(self, s: Session, topic: str, payload: bytes, qos: int, retain: bool,
+                        packet_id: int | None) -> None:
+        """A client's PUBLISH: route it; acknowledge QoS 1 (PUBACK) and 2 (PUBREC) after the commit."""
+        if qos == 2 and packet_id in s.inbound_qos2:
+            self.when_durable(lambda: s.link and s.link.send(encode_ack(PUBREC, packet_id)))
+            return  # a re-sent QoS 2 PUBLISH before PUBREL: already routed once
+        ack: Callable[[], None] | None = None
+        if qos == 1:
+            link = s.link
+            ack = lambda: link.send(encode_ack(PUBACK, packet_id))  # noqa: E731
+        elif qos == 2:
+            assert packet_id is not None
+            s.inbound_qos2.add(packet_id)
+            link = s.link
+            ack = lambda: link.send(encode_ack(PUBREC, packet_id))  # noqa: E731
+        self.publish(topic, payload, qos, retain, ack)
+
+    def pubrel(self, s: Session, packet_id: int) -> None:
+        s.inbound_qos2.discard(packet_id)
+
+    # ------------------------------------------------------------------ subscriptions
+
+    def subscribe(self, s: Session, packet_id: int, granted: list[tuple[str, int | None]]) -> None:
+        """Store the granted subscriptions (None = refused); SUBACK after the commit, then retained messages."""
+        codes: list[int] = []
+        for topic_filter, qos in granted:
+            if qos is None:
+                codes.append(0x80)
+                continue
+            qos = min(qos, MAX_QOS)
+            codes.append(qos)
+            s.subscriptions[topic_filter] = qos
+            self.index.add(topic_filter, s.client_id, qos)
+            if s.persistent:
+                self._batch.subscriptions[(s.client_id, topic_filter)] = qos
+                self._changed()
+
+        def acknowledge() -> None:
+            if s.link is None:
+                return
+            s.link.send(encode_suback(packet_id, codes))
+            for (topic_filter, _), code in zip(granted, codes, strict=True):
+                if code != 0x80:
+                    self._send_retained(s, topic_filter, code)
+
+        self.when_durable(acknowledge)
+
+    def _send_retained(self, s: Session, topic_filter: str, qos: int) -> None:
+        """Retained messages for one new subscription of this client only, at min(message, subscription) QoS."""
+        if "+" not in topic_filter and "#" not in topic_filter:
+            found = [self.retained[topic_filter]] if topic_filter in self.retained else []
+        else:
+            flevels = topic_filter.split("/")
+            skip_dollar = flevels[0] in ("+", "#")
+            found = [m for t, m in self.retained.items()
+                     if not (skip_dollar and t.startswith("$")) and topic_matches(flevels, t.split("/"))]
+        for retained in found:
+            self._offer(s, Message(retained.topic, retained.payload, retained.qos), min(qos, retained.qos),
+                        retain=True)
+
+    def unsubscribe(self, s: Session, packet_id: int, filters: list[str]) -> None:
+        for topic_filter in filters:
+            if s.subscriptions.pop(topic_filter, None) is not None:
+                self.index.remove(topic_filter, s.client_id)
+                if s.persistent:
+                    self._batch.subscriptions[(s.client_id, topic_filter)] = None
+                    self._changed()
+        self.when_durable(lambda: s.link and s.link.send(encode_ack(UNSUBACK, packet_id)))
+
+    # ------------------------------------------------------------------ timers
+
+    async def _housekeeping(self) -> None:
+        """Every second: re-send overdue in-flight messages, expire sessions gone too long."""
+        while True:
+            await asyncio.sleep(1.0)
+            now = self.clock()
+            retry = self.settings.retry_interval_seconds
+            expiry = self.settings.session_expiry_seconds
+            for s in list(self.sessions.values()):
+                if s.link is not None and s.ready:
+                    for d in s.inflight.values():
+                        if now - d.sent_at >= retry:
+                            d.sent_at = now
+                            m = d.message
+                            s.link.send(encode_publish(m.topic, m.payload, d.qos, d.retain, True, d.packet_id))
+                elif s.link is None and expiry and now - s.last_seen > expiry:
+                    log.info("session expired", extra={"ctx": {"client_id": s.client_id, "queued": s.pending(),
+                                                                "away_seconds": int(now - s.last_seen)}})
+                    self._discard(s)
