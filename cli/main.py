@@ -9,7 +9,7 @@ import sys
 
 import typer
 
-from cli import couriers, orders, schemas, serve, stats
+from cli import couriers, db, orders, schemas, serve, stats
 from cli.common import errors
 from gateway.errors import FieldgateError
 
@@ -27,6 +27,8 @@ app.command("track")(orders.track_cmd)
 app.add_typer(couriers.app, name="couriers")
 app.command("stats")(stats.stats_cmd)
 app.add_typer(schemas.app, name="schemas")
+app.command("sessions")(db.sessions_cmd)
+app.add_typer(db.app, name="db")
 
 
 def run(argv: list[str] | None = None) -> int:

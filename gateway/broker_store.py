@@ -23,6 +23,7 @@ from typing import Any
 
 import sqlite_utils
 
+from gateway.dbfiles import APPLICATION_IDS
 from gateway.errors import StoreError
 
 DB_NAME = "broker.db"
@@ -98,6 +99,7 @@ class BrokerStore:
 
     def _migrate(self) -> None:
         db = self.db
+        self.conn.execute(f"PRAGMA application_id = {APPLICATION_IDS[DB_NAME]}")
         db["meta"].create({"key": str, "value": str}, pk="key", if_not_exists=True)
         db["sessions"].create(
             {"client_id": str, "clean": int, "connected": int, "last_seen": float, "will_topic": str,

@@ -11,6 +11,7 @@ import asyncio
 import logging
 import signal
 
+from gateway import dbfiles
 from gateway.bridge import Bridge
 from gateway.broker import EmbeddedBroker
 from gateway.config import Settings
@@ -31,6 +32,8 @@ def _stop_on_signals() -> asyncio.Event:
 
 async def _serve(settings: Settings) -> None:
     stop = _stop_on_signals()
+    for name in ("fieldgate.db", "broker.db"):
+        dbfiles.ensure_usable(settings.data_dir / name)
     broker = EmbeddedBroker(settings)
     host, port = await broker.start()
     bridge = Bridge(settings, BrokerUrl("127.0.0.1" if host in ("0.0.0.0", "::") else host, port))
@@ -58,6 +61,7 @@ def run_bridge(settings: Settings, url: BrokerUrl) -> None:
 
     async def main() -> None:
         stop = _stop_on_signals()
+        dbfiles.ensure_usable(db_path(settings.data_dir))
         bridge = Bridge(settings, url)
         await asyncio.to_thread(bridge.start)
         log.info("fieldgate bridge ready", extra={"ctx": {"broker": str(url), "db": db_path(settings.data_dir)}})

@@ -31,6 +31,7 @@ from typing import Any
 
 import sqlite_utils
 
+from gateway.dbfiles import APPLICATION_IDS
 from gateway.errors import StoreError
 from gateway.lifecycle import Happening, OrderRecord, Outgoing
 from gateway.models import Fix, Location, Order, Status
@@ -87,6 +88,7 @@ class Store:
 
     def _migrate(self) -> None:
         db = self.db
+        self.conn.execute(f"PRAGMA application_id = {APPLICATION_IDS[DB_NAME]}")
         db["meta"].create({"key": str, "value": str}, pk="key", if_not_exists=True)
         db["orders"].create(
             {

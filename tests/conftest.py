@@ -278,3 +278,39 @@ def peers() -> Iterator[Callable[..., Peer]]:
     yield _peer
     for p in made:
         p.close()
+
+
+# ---------------------------------------------------------------- raw MQTT, for what paho will not do
+
+
+def raw_connect(port: int, client_id: str, *, keepalive: int = 60, clean: bool = True,
+                will: tuple[str, bytes, int, bool] | None = None) -> tuple[Any, bytes]:
+    """A bare TCP MQTT 3.1.1 connection (no pings, no acks unless the test sends them); (socket, CONNACK)."""
+    import socket
+    import struct
+
+    from gateway.codec import remaining_length
+
+    def utf8(text: str) -> bytes:
+        raw = text.encode()
+        return struct.pack("!H", len(raw)) + raw
+
+    flags = 0x02 if clean else 0
+    payload = utf8(client_id)
+    if will:
+        flags |= 0x04 | (will[2] << 3) | (0x20 if will[3] else 0)
+        payload += utf8(will[0]) + struct.pack("!H", len(will[1])) + will[1]
+    body = utf8("MQTT") + bytes((4, flags)) + struct.pack("!H", keepalive) + payload
+    sock = socket.create_connection(("127.0.0.1", port), timeout=DEADLINE)
+    sock.sendall(b"\x10" + remaining_length(len(body)) + body)
+    return sock, recv_exactly(sock, 4)
+
+
+def recv_exactly(sock: Any, n: int) -> bytes:
+    data = b""
+    while len(data) < n:
+        chunk = sock.recv(n - len(data))
+        if not chunk:
+            break
+        data += chunk
+    return data

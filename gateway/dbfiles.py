@@ -1,0 +1,83 @@
+"""Start-up checks of the SQLite files: corrupt or foreign files are moved aside, never trusted.
+
+Each file fieldgate writes carries its own `PRAGMA application_id`; a file without it (and with
+tables in it) is not ours. `check` runs `PRAGMA quick_check`; `quarantine` renames a bad file
+(and its -wal/-shm) to `<name>.bad-<UTC time>` so the gateway can start on a fresh one and an
+operator can still inspect the old one.
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+log = logging.getLogger("fieldgate.store")
+
+#: PRAGMA application_id of each file ('FGDB', 'FGBR').
+APPLICATION_IDS = {"fieldgate.db": 0x46474442, "broker.db": 0x46474252}
+
+
+@dataclass(frozen=True)
+class Check:
+    path: Path
+    ok: bool
+    problem: str = ""
+
+
+def check(path: Path) -> Check:
+    """Is `path` a healthy fieldgate SQLite file? A missing file is fine (it will be created)."""
+    if not path.exists():
+        return Check(path, True)
+    expected = APPLICATION_IDS[path.name]
+    try:
+        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        try:
+            app_id = conn.execute("PRAGMA application_id").fetchone()[0]
+            tables = conn.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()[0]
+            if app_id != expected and (app_id != 0 or tables):
+                return Check(path, False, f"not a fieldgate {path.name} (application_id {app_id:#x})")
+            result = [row[0] for row in conn.execute("PRAGMA quick_check")]
+        finally:
+            conn.close()
+    except sqlite3.DatabaseError as exc:
+        return Check(path, False, str(exc))
+    if result != ["ok"]:
+        return Check(path, False, "; ".join(result[:5]))
+    return Check(path, True)
+
+
+def quarantine(path: Path) -> Path:
+    """Move a bad file (and its WAL and shared-memory files) aside; return its new name."""
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    target = path.with_name(f"{path.name}.bad-{stamp}")
+    for suffix in ("", "-wal", "-shm"):
+        part = path.with_name(path.name + suffix)
+        if part.exists():
+            part.rename(target.with_name(target.name + suffix))
+    return target
+
+
+def ensure_usable(path: Path) -> None:
+    """At start: a corrupt or foreign file is moved aside with an error log, and a new one is made."""
+    result = check(path)
+    if not result.ok:
+        moved = quarantine(path)
+        log.error(
+            "%s is unusable (%s); moved it to %s and starting with an empty one. What it held is not served; "
+            "inspect the moved file with the sqlite3 shell.", path, result.problem, moved,
+            extra={"ctx": {"file": str(path), "moved_to": str(moved)}},
+        )
+
+
+def vacuum(path: Path) -> tuple[int, int]:
+    """VACUUM one file; (bytes before, bytes after)."""
+    before = path.stat().st_size
+    conn = sqlite3.connect(path)
+    try:
+        conn.execute("VACUUM")
+    finally:
+        conn.close()
+    return before, path.stat().st_size
