@@ -8,8 +8,8 @@ messages:
    (the outbox) in one transaction;
 2. the inbound messages are PUBACKed — only now, so a crash before the commit means the broker
    re-sends them;
-3. the outbox rows are published at QoS 1 and deleted when the broker PUBACKs them; rows left
-   by a crash are published again at the next start.
+3. the outbox rows are published at QoS 1, at most `MAX_IN_FLIGHT` at a time, and deleted when
+   the broker PUBACKs them; rows left by a crash are published again at the next start.
 
 The worker also re-sends tasks that got no receipt (see `Gateway.due_resends`).
 """
@@ -20,6 +20,7 @@ import logging
 import queue
 import threading
 import time
+from collections import deque
 
 from gateway.config import Settings
 from gateway.contract import INBOUND_FILTERS
@@ -33,6 +34,9 @@ log = logging.getLogger("fieldgate.bridge")
 
 #: Most inbound messages committed in one transaction.
 BATCH_MAX = 500
+#: Most outbound messages handed to paho and not yet PUBACKed. The rest wait in `Bridge._to_send`
+#: (paho's own queue costs O(queue) per PUBACK).
+MAX_IN_FLIGHT = 100
 #: How often the worker looks for tasks to re-send, in seconds.
 RESEND_CHECK_SECONDS = 0.2
 
@@ -47,13 +51,16 @@ class Bridge:
         self.gateway = Gateway(self.store, settings.bridge)
         self._inbox: queue.Queue[Received] = queue.Queue()
         self._acked: queue.Queue[int] = queue.Queue()
-        self._in_flight: dict[int, int] = {}  # paho packet id -> outbox row id
+        self._in_flight: dict[int, int | None] = {}  # paho packet id -> outbox row id (None: a re-sent task)
+        self._to_send: deque[tuple[int | None, Outgoing]] = deque()
+        self._newest_retained: dict[str, int] = {}  # retained topic -> newest outbox row waiting for it
         self._stop = threading.Event()
         self._worker = threading.Thread(target=self._run, name="fieldgate-bridge", daemon=True)
         self.transport = MqttTransport(
             url,
             settings.bridge.client_id,
             keepalive=settings.bridge.keepalive,
+            max_in_flight=MAX_IN_FLIGHT,
             subscriptions=INBOUND_FILTERS,
             on_message=self._inbox.put,
             on_published=self._acked.put,
@@ -69,7 +76,7 @@ class Bridge:
         leftovers = self.store.pending_outbox()
         if leftovers:
             log.info("re-publishing outbox left by the previous run", extra={"ctx": {"messages": len(leftovers)}})
-        self._publish(leftovers)
+        self._queue_for_sending(leftovers)
         self._worker.start()
 
     def stop(self) -> None:
@@ -94,8 +101,8 @@ class Bridge:
                 self._forget_acked()
                 if time.monotonic() >= next_resend and self.transport.connected:
                     next_resend = time.monotonic() + RESEND_CHECK_SECONDS
-                    for message in self.gateway.due_resends():
-                        self.transport.publish(message.topic, message.payload, retain=message.retain)
+                    self._to_send.extend((None, message) for message in self.gateway.due_resends())
+                self._send_some()
             except Exception:
                 # Not a bad message (those are handled per message): the database or the transport failed.
                 # Keep the batch, unacknowledged, and try again; the broker holds it meanwhile.
@@ -118,12 +125,33 @@ class Bridge:
         queued = self.gateway.handle_batch(Inbound(m.topic, m.payload) for m in batch)
         for message in batch:
             self.transport.ack(message)
-        self._publish(queued)
+        self._queue_for_sending(queued)
 
-    def _publish(self, rows: list[tuple[int, Outgoing]]) -> None:
+    def _queue_for_sending(self, rows: list[tuple[int, Outgoing]]) -> None:
         for outbox_id, message in rows:
+            if message.retain:
+                self._newest_retained[message.topic] = outbox_id
+        self._to_send.extend(rows)
+
+    def _send_some(self) -> None:
+        """Publish waiting messages, in order, while fewer than MAX_IN_FLIGHT await their PUBACK.
+
+        A retained message that a newer one for the same topic replaces before it was sent is not
+        sent at all (its outbox row is simply deleted).
+        """
+        superseded: list[int] = []
+        while self._to_send and len(self._in_flight) < MAX_IN_FLIGHT:
+            outbox_id, message = self._to_send.popleft()
+            if message.retain and outbox_id is not None:
+                if self._newest_retained.get(message.topic) != outbox_id:
+                    superseded.append(outbox_id)
+                    continue
+                del self._newest_retained[message.topic]
             mid = self.transport.publish(message.topic, message.payload, retain=message.retain)
             self._in_flight[mid] = outbox_id
+        if superseded:
+            with self.store.transaction():
+                self.store.delete_outbox(superseded)
 
     def _forget_acked(self) -> None:
         done: list[int] = []
@@ -132,7 +160,7 @@ class Bridge:
                 mid = self._acked.get_nowait()
             except queue.Empty:
                 break
-            if (outbox_id := self._in_flight.pop(mid, None)) is not None:
+            if mid in self._in_flight and (outbox_id := self._in_flight.pop(mid)) is not None:
                 done.append(outbox_id)
         if done:
             with self.store.transaction():

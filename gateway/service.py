@@ -120,30 +120,33 @@ class Gateway:
     # ------------------------------------------------------------------ batches
 
     def handle_batch(self, messages: Iterable[Inbound]) -> list[tuple[int, Outgoing]]:
-        """Apply messages in one transaction; return the outbox rows it queued (publish them in order)."""
-        queued: list[tuple[int, Outgoing]] = []
+        """Apply messages in one transaction; return the outbox rows it queued (publish them in order).
+
+        Of several retained messages for one topic (an order's state moved by many GPS fixes), only
+        the last is queued: a retained topic's subscribers only ever see the latest anyway.
+        """
+        out: list[Outgoing] = []
         with self.store.transaction():
             for message in messages:
-                queued.extend(self._handle_one(message))
-        return queued
+                out.extend(self._handle_one(message))
+            return self.store.enqueue(latest_retained(out), self.now())
 
-    def _handle_one(self, message: Inbound) -> list[tuple[int, Outgoing]]:
+    def _handle_one(self, message: Inbound) -> list[Outgoing]:
         now = self.now()
         route: Route | None = None
         try:
             route = contract.parse_inbound(message.topic)
             with self.store.savepoint():
-                out = self._dispatch(route, message.payload, now)
-                return self.store.enqueue(out, now)
+                return self._dispatch(route, message.payload, now)
         except Rejected as exc:
-            return self.store.enqueue(self._reject(route, message, exc, now), now)
+            return self._reject(route, message, exc, now)
         except Exception:
             log.exception("internal error while handling a message", extra={"ctx": {"topic": message.topic}})
             exc = Rejected(
                 "the gateway failed to process this message (internal error)",
                 hint="This is a fieldgate bug; the message is kept as a dead letter for an operator.",
             )
-            return self.store.enqueue(self._reject(route, message, exc, now), now)
+            return self._reject(route, message, exc, now)
 
     def _reject(self, route: Route | None, message: Inbound, exc: Rejected, now: datetime) -> list[Outgoing]:
         """Dead-letter a refused message; return the Rejection (and, for orders, the Ack) to publish."""
@@ -306,6 +309,12 @@ class Gateway:
                                                "order_id": task.order_id, "attempt": task.attempts + 1}},
             )
         return [Outgoing(contract.courier_topic(t.courier_id, "tasks"), t.payload) for t in due]
+
+
+def latest_retained(messages: list[Outgoing]) -> list[Outgoing]:
+    """Drop every retained message that a later retained message for the same topic replaces."""
+    last = {m.topic: i for i, m in enumerate(messages) if m.retain}
+    return [m for i, m in enumerate(messages) if not m.retain or last[m.topic] == i]
 
 
 def _actor(route: Route | None) -> str:

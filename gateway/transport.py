@@ -78,6 +78,7 @@ class MqttTransport:
         client_id: str,
         *,
         keepalive: int,
+        max_in_flight: int,
         subscriptions: tuple[str, ...],
         on_message: Callable[[Received], None],
         on_published: Callable[[int], None],
@@ -98,7 +99,7 @@ class MqttTransport:
             protocol=paho.MQTTv311,
             manual_ack=True,
         )
-        self._client.max_inflight_messages_set(100)
+        self._client.max_inflight_messages_set(max_in_flight)
         self._client.reconnect_delay_set(min_delay=1, max_delay=10)
         if url.username:
             self._client.username_pw_set(url.username, url.password)
