@@ -1,0 +1,1 @@
+"""fieldgate benchmarks: `python -m bench <name>`; each prints its figures and writes bench/results/<name>.json."""
