@@ -261,7 +261,10 @@ class Engine:
                 finally:
                     self._committing = False
                 for callback in callbacks:
-                    callback()
+                    try:
+                        callback()
+                    except Exception:
+                        log.exception("acknowledgement after commit failed")
 
     def _changed(self) -> None:
         self._wake.set()
@@ -532,17 +535,24 @@ class Engine:
         """Every second: re-send overdue in-flight messages, expire sessions gone too long."""
         while True:
             await asyncio.sleep(1.0)
-            now = self.clock()
-            retry = self.settings.retry_interval_seconds
-            expiry = self.settings.session_expiry_seconds
-            for s in list(self.sessions.values()):
-                if s.link is not None and s.ready:
-                    for d in s.inflight.values():
-                        if now - d.sent_at >= retry:
-                            d.sent_at = now
-                            m = d.message
-                            s.link.send(encode_publish(m.topic, m.payload, d.qos, d.retain, True, d.packet_id))
-                elif s.link is None and expiry and now - s.last_seen > expiry:
-                    log.info("session expired", extra={"ctx": {"client_id": s.client_id, "queued": s.pending(),
-                                                                "away_seconds": int(now - s.last_seen)}})
-                    self._discard(s)
+            try:
+                self._tick()
+            except Exception:
+                log.exception("broker housekeeping failed; trying again in 1 s")
+
+    def _tick(self) -> None:
+        """Re-send overdue in-flight messages; expire sessions whose client has been away too long."""
+        now = self.clock()
+        retry = self.settings.retry_interval_seconds
+        expiry = self.settings.session_expiry_seconds
+        for s in list(self.sessions.values()):
+            if s.link is not None and s.ready:
+                for d in s.inflight.values():
+                    if now - d.sent_at >= retry:
+                        d.sent_at = now
+                        m = d.message
+                        s.link.send(encode_publish(m.topic, m.payload, d.qos, d.retain, True, d.packet_id))
+            elif s.link is None and expiry and now - s.last_seen > expiry:
+                log.info("session expired", extra={"ctx": {"client_id": s.client_id, "queued": s.pending(),
+                                                            "away_seconds": int(now - s.last_seen)}})
+                self._discard(s)
