@@ -278,8 +278,8 @@ class FieldgateBroker(Broker):
                         link.send(codec.encode_ack(codec.PUBREC, p.packet_id or 0))
                     continue
                 engine.inbound_publish(s, p.topic, p.payload, p.qos, p.retain, p.packet_id)
-            elif kind == codec.PUBACK:
-                engine.puback(s, codec.decode_packet_id(flags, 0, body, "PUBACK"))
+            elif kind in (codec.PUBACK, codec.PUBREC, codec.PUBCOMP):
+                engine.acknowledged(s, kind, codec.decode_packet_id(flags, 0, body, "acknowledgement"))
             elif kind == codec.PUBREL:
                 pid = codec.decode_packet_id(flags, 2, body, "PUBREL")
                 engine.pubrel(s, pid)
@@ -299,9 +299,6 @@ class FieldgateBroker(Broker):
                 link.send(codec.PINGRESP)
             elif kind == codec.DISCONNECT:
                 return True
-            elif kind in (codec.PUBREC, codec.PUBCOMP):
-                log.debug("ignoring QoS 2 acknowledgement: the broker sends at most QoS 1",
-                          extra={"ctx": {"client_id": s.client_id}})
             else:
                 raise ProtocolViolation(f"unexpected packet type {kind} after CONNECT [MQTT-3.1.0-2]")
 

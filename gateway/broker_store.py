@@ -46,7 +46,7 @@ class Batch:
 
     messages: list[tuple[int, str, bytes, int]] = field(default_factory=list)  # id, topic, payload, qos
     queued: list[tuple[int, str, int, int]] = field(default_factory=list)  # id, client_id, message_id, qos
-    sent: list[int] = field(default_factory=list)  # queue ids handed to the client at least once
+    sent: list[tuple[int, int, int]] = field(default_factory=list)  # (phase, packet id, queue id) sent
     acked: list[int] = field(default_factory=list)  # queue ids done with (PUBACKed or dropped)
     dead_messages: list[int] = field(default_factory=list)  # message ids no queue row needs any more
     retained: dict[str, tuple[bytes, int] | None] = field(default_factory=dict)  # None deletes
@@ -66,7 +66,9 @@ class Snapshot:
 
     sessions: list[SessionRow]
     subscriptions: list[tuple[str, str, int]]
-    queued: list[tuple[int, str, int, int, bool, str, bytes, int]]  # qid, client, mid, qos, sent, topic, payload, mqos
+    #: queue id, client, message id, qos, phase sent (0 not yet, 1 PUBLISH, 2 PUBREL), packet id, topic, payload,
+    #: message qos
+    queued: list[tuple[int, str, int, int, int, int | None, str, bytes, int]]
     retained: list[tuple[str, bytes, int]]
     next_message_id: int
     next_queue_id: int
@@ -116,7 +118,7 @@ class BrokerStore:
             if_not_exists=True,
         )
         db["queue"].create(
-            {"id": int, "client_id": str, "message_id": int, "qos": int, "sent": int},
+            {"id": int, "client_id": str, "message_id": int, "qos": int, "sent": int, "packet_id": int},
             pk="id", not_null={"client_id", "message_id", "qos"}, defaults={"sent": 0}, if_not_exists=True,
         )
         db["queue"].create_index(["client_id", "id"], if_not_exists=True)
@@ -153,7 +155,7 @@ class BrokerStore:
                     c.execute("INSERT OR REPLACE INTO subscriptions VALUES (?, ?, ?)", (client_id, topic_filter, qos))
             c.executemany("INSERT INTO messages (id, topic, payload, qos) VALUES (?, ?, ?, ?)", batch.messages)
             c.executemany("INSERT INTO queue (id, client_id, message_id, qos) VALUES (?, ?, ?, ?)", batch.queued)
-            c.executemany("UPDATE queue SET sent = 1 WHERE id = ?", ((i,) for i in batch.sent))
+            c.executemany("UPDATE queue SET sent = ?, packet_id = ? WHERE id = ?", batch.sent)
             c.executemany("DELETE FROM queue WHERE id = ?", ((i,) for i in batch.acked))
             c.executemany("DELETE FROM messages WHERE id = ?", ((i,) for i in batch.dead_messages))
             for topic, value in batch.retained.items():
@@ -179,9 +181,9 @@ class BrokerStore:
             )
         ]
         queued = [
-            (qid, cid, mid, qos, bool(sent), topic, bytes(payload), mqos)
-            for qid, cid, mid, qos, sent, topic, payload, mqos in c.execute(
-                "SELECT q.id, q.client_id, q.message_id, q.qos, q.sent, m.topic, m.payload, m.qos "
+            (qid, cid, mid, qos, sent or 0, pid, topic, bytes(payload), mqos)
+            for qid, cid, mid, qos, sent, pid, topic, payload, mqos in c.execute(
+                "SELECT q.id, q.client_id, q.message_id, q.qos, q.sent, q.packet_id, m.topic, m.payload, m.qos "
                 "FROM queue q JOIN messages m ON m.id = q.message_id ORDER BY q.id"
             )
         ]
@@ -204,7 +206,7 @@ class BrokerStore:
                 "(SELECT COUNT(*) FROM queue q WHERE q.client_id = s.client_id) AS queued, "
                 "(SELECT COALESCE(SUM(LENGTH(m.payload)), 0) FROM queue q JOIN messages m ON m.id = q.message_id "
                 " WHERE q.client_id = s.client_id) AS queued_bytes, "
-                "(SELECT COUNT(*) FROM queue q WHERE q.client_id = s.client_id AND q.sent = 1) AS sent_unacked "
+                "(SELECT COUNT(*) FROM queue q WHERE q.client_id = s.client_id AND q.sent > 0) AS sent_unacked "
                 "FROM sessions s ORDER BY s.client_id"
             )
         )

@@ -12,8 +12,10 @@ Order of events for a QoS-1 PUBLISH from a client:
 2. the publisher's PUBACK waits in the batch's callbacks until the batch has committed (group
    commit: while one batch is being written, the next one fills up);
 3. a subscriber's PUBACK deletes its queue row in a later batch. Un-PUBACKed messages stay in
-   flight — re-sent with DUP=1 every `retry_interval_seconds` while connected, and on reconnect,
-   however long the client was away.
+   flight — re-sent with DUP=1 and their original packet id every `retry_interval_seconds` while
+   connected, and on reconnect, however long the client was away. QoS 2 deliveries go through
+   PUBLISH → PUBREC → PUBREL → PUBCOMP; the phase and packet id are stored, so a PUBREL in flight
+   is re-sent as a PUBREL, even after a restart [MQTT-4.4.0-1].
 
 Acknowledgements that promise durable state (PUBACK, PUBREC, SUBACK, UNSUBACK, CONNACK of a
 persistent session) are only sent after the state they promise is committed.
@@ -31,12 +33,21 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from gateway.broker_store import Batch, BrokerStore, SessionRow
-from gateway.codec import PUBACK, PUBREC, UNSUBACK, encode_ack, encode_connack, encode_publish, encode_suback
+from gateway.codec import (
+    PUBACK,
+    PUBCOMP,
+    PUBREC,
+    PUBREL,
+    UNSUBACK,
+    encode_ack,
+    encode_connack,
+    encode_publish,
+    encode_suback,
+)
 from gateway.config import BrokerSettings
 
 log = logging.getLogger("fieldgate.broker")
 
-MAX_QOS = 1  # the QoS granted at most (as Mosquitto's max_qos 1): outbound QoS 2 flows are not offered
 
 
 class Link(Protocol):
@@ -63,7 +74,8 @@ class Delivery:
     queue_id: int | None = None  # None: not stored (QoS 0, or a clean session)
     retain: bool = False  # sent because of a new subscription to a retained topic
     dup: bool = False  # may have been sent before: the next send carries DUP=1
-    packet_id: int = 0
+    phase: int = 0  # 0 not sent, 1 PUBLISH sent, 2 PUBREC received and PUBREL sent (QoS 2)
+    packet_id: int = 0  # kept from the first send to the last [MQTT-4.4.0-1]
     sent_at: float = 0.0
 
 
@@ -75,6 +87,7 @@ class Session:
     queue: deque[Delivery] = field(default_factory=deque)
     inflight: OrderedDict[int, Delivery] = field(default_factory=OrderedDict)
     inbound_qos2: set[int] = field(default_factory=set)  # PUBREC sent, PUBREL awaited
+    packet_ids: set[int] = field(default_factory=set)  # held by deliveries sent at least once
     link: Link | None = None
     ready: bool = False  # CONNACK sent: deliveries may flow
     will: tuple[str, bytes, int, bool] | None = None
@@ -94,7 +107,8 @@ class Session:
     def next_packet_id(self) -> int:
         for _ in range(65535):
             self._packet_id = self._packet_id % 65535 + 1
-            if self._packet_id not in self.inflight:
+            if self._packet_id not in self.packet_ids:
+                self.packet_ids.add(self._packet_id)
                 return self._packet_id
         raise RuntimeError(f"client {self.client_id} has 65535 messages in flight")
 
@@ -190,13 +204,15 @@ class Engine:
                 s.subscriptions[topic_filter] = qos
                 self.index.add(topic_filter, client_id, qos)
         messages: dict[int, Message] = {}
-        for qid, client_id, mid, qos, sent, topic, payload, mqos in snap.queued:
+        for qid, client_id, mid, qos, phase, pid, topic, payload, mqos in snap.queued:
             s = self.sessions.get(client_id)
             if s is None:
                 continue
             msg = messages.get(mid) or messages.setdefault(mid, Message(topic, payload, mqos, id=mid))
             msg.refs += 1
-            s.queue.append(Delivery(msg, qos, queue_id=qid, dup=sent))
+            s.queue.append(Delivery(msg, qos, queue_id=qid, dup=phase > 0, phase=phase, packet_id=pid or 0))
+            if pid:
+                s.packet_ids.add(pid)
             s.pending_bytes += len(payload)
         for topic, payload, qos in snap.retained:
             self.retained[topic] = Message(topic, payload, qos)
@@ -332,7 +348,7 @@ class Engine:
     def _discard(self, s: Session) -> None:
         """Forget a session and everything queued for it."""
         for d in (*s.inflight.values(), *s.queue):
-            self._release(d)
+            self._release(s, d)
         s.inflight.clear()
         s.queue.clear()
         for topic_filter in s.subscriptions:
@@ -399,7 +415,7 @@ class Engine:
                 (limits.max_queued_messages and s.pending() >= limits.max_queued_messages)
                 or (limits.max_queued_bytes and s.pending_bytes + size > limits.max_queued_bytes)
             ):
-                self._release(s.queue.popleft())
+                self._release(s, s.queue.popleft())
                 self._count_drop(s, "oldest")
             return True
         self._count_drop(s, "newest")
@@ -419,8 +435,9 @@ class Engine:
         if s.persistent:
             self._save_session(s)
 
-    def _release(self, d: Delivery) -> None:
-        """A delivery is done with (acknowledged, dropped or discarded): free its rows."""
+    def _release(self, s: Session, d: Delivery) -> None:
+        """A delivery is done with (acknowledged, dropped or discarded): free its packet id and rows."""
+        s.packet_ids.discard(d.packet_id)
         if d.queue_id is not None:
             self._batch.acked.append(d.queue_id)
             d.message.refs -= 1
@@ -442,22 +459,54 @@ class Engine:
                 s.pending_bytes -= len(m.payload)
                 link.send(encode_publish(m.topic, m.payload, 0, d.retain, False, None))
                 continue
-            d.packet_id, d.sent_at = s.next_packet_id(), now
+            if not d.packet_id:
+                d.packet_id = s.next_packet_id()
+            d.sent_at = now
             s.inflight[d.packet_id] = d
-            link.send(encode_publish(m.topic, m.payload, d.qos, d.retain, d.dup, d.packet_id))
-            if not d.dup and d.queue_id is not None:
-                self._batch.sent.append(d.queue_id)
-                self._changed()
-            d.dup = True
+            self._transmit(link, d)
+            if d.phase == 0:
+                self._set_phase(d, 1)
 
-    def puback(self, s: Session, packet_id: int) -> None:
-        d = s.inflight.pop(packet_id, None)
-        if d is None:
-            log.debug("PUBACK for a packet id not in flight", extra={"ctx": {"client_id": s.client_id,
-                                                                             "packet_id": packet_id}})
+    def _transmit(self, link: Link, d: Delivery) -> None:
+        """(Re-)send a delivery in flight: its PUBLISH, or its PUBREL once the client has PUBRECed it."""
+        if d.phase == 2:
+            link.send(encode_ack(PUBREL, d.packet_id))
             return
+        m = d.message
+        link.send(encode_publish(m.topic, m.payload, d.qos, d.retain, d.dup, d.packet_id))
+        d.dup = True
+
+    def _set_phase(self, d: Delivery, phase: int) -> None:
+        d.phase = phase
+        if d.queue_id is not None:
+            self._batch.sent.append((phase, d.packet_id, d.queue_id))
+            self._changed()
+
+    def acknowledged(self, s: Session, kind: int, packet_id: int) -> None:
+        """PUBACK (QoS 1 done), PUBREC (QoS 2: answer PUBREL) or PUBCOMP (QoS 2 done) from the client."""
+        d = s.inflight.get(packet_id)
+        expected = {PUBACK: (1, 1), PUBREC: (2, 1), PUBCOMP: (2, 2)}[kind]
+        if d is None or (d.qos, d.phase) != expected:
+            if d is not None and kind == PUBREC and d.phase == 2 and s.link is not None:
+                s.link.send(encode_ack(PUBREL, packet_id))  # a repeated PUBREC: repeat the PUBREL
+            else:
+                log.debug("acknowledgement for a packet id not in flight",
+                          extra={"ctx": {"client_id": s.client_id, "packet_id": packet_id, "type": kind}})
+            return
+        if kind == PUBREC:
+            self._set_phase(d, 2)
+            d.sent_at = self.clock()
+            link = s.link
+
+            def send_pubrel() -> None:  # once phase 2 is stored, so a restart re-sends PUBREL, not PUBLISH
+                if s.link is link and link is not None and s.inflight.get(packet_id) is d:
+                    self._transmit(link, d)
+
+            self.when_durable(send_pubrel)
+            return
+        del s.inflight[packet_id]
         s.pending_bytes -= len(d.message.payload)
-        self._release(d)
+        self._release(s, d)
         self._pump(s)
 
     def inbound_publish(self, s: Session, topic: str, payload: bytes, qos: int, retain: bool,
@@ -489,7 +538,6 @@ class Engine:
             if qos is None:
                 codes.append(0x80)
                 continue
-            qos = min(qos, MAX_QOS)
             codes.append(qos)
             s.subscriptions[topic_filter] = qos
             self.index.add(topic_filter, s.client_id, qos)
@@ -550,8 +598,7 @@ class Engine:
                 for d in s.inflight.values():
                     if now - d.sent_at >= retry:
                         d.sent_at = now
-                        m = d.message
-                        s.link.send(encode_publish(m.topic, m.payload, d.qos, d.retain, True, d.packet_id))
+                        self._transmit(s.link, d)
             elif s.link is None and expiry and now - s.last_seen > expiry:
                 log.info("session expired", extra={"ctx": {"client_id": s.client_id, "queued": s.pending(),
                                                             "away_seconds": int(now - s.last_seen)}})

@@ -19,12 +19,12 @@ def marker(publisher: Peer, listener: Peer, topic: str) -> None:
 def test_basic_publish_subscribe_at_each_qos(gateway, peers, ids):
     topic = f"conf/{ids('basic')}"
     sub = peers(gateway.port)
-    assert sub.subscribe(topic, qos=2) == [1]  # the broker grants at most QoS 1, as Mosquitto's max_qos 1
+    assert sub.subscribe(topic, qos=2) == [2]
     pub = peers(gateway.port)
     for qos in (0, 1, 2):
         pub.publish(topic, {"qos": qos}, qos=qos)
     sub.wait_for(topic, count=3)
-    assert [(m.json()["qos"], m.qos) for m in sub.messages] == [(0, 0), (1, 1), (2, 1)]
+    assert [(m.json()["qos"], m.qos) for m in sub.messages] == [(0, 0), (1, 1), (2, 2)]
 
 
 def test_retained_messages_are_delivered_on_subscribe_and_cleared_by_an_empty_one(gateway, peers, ids):
@@ -57,13 +57,13 @@ def test_persistent_session_queues_qos1_and_qos2_while_offline_but_not_qos0(gate
 def test_overlapping_subscriptions_deliver_one_copy_at_the_highest_qos(gateway, peers, ids):
     base = f"conf/{ids('overlap')}"
     sub = peers(gateway.port)
-    sub.subscribe(f"{base}/#", qos=1)
-    sub.subscribe(f"{base}/+", qos=0)
+    sub.subscribe(f"{base}/#", qos=2)
+    sub.subscribe(f"{base}/+", qos=1)
     pub = peers(gateway.port)
-    pub.publish(f"{base}/x", {"n": 1}, qos=1)
+    pub.publish(f"{base}/x", {"n": 1}, qos=2)
     marker(pub, sub, f"{base}/done/marker")  # matches only base/#
     copies = [m for m in sub.messages if m.topic == f"{base}/x"]
-    assert len(copies) == 1 and copies[0].qos == 1
+    assert len(copies) == 1 and copies[0].qos == 2
 
 
 def test_unsubscribe_stops_delivery_of_that_filter_only(gateway, peers, ids):

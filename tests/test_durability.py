@@ -5,7 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
-from conftest import DEADLINE, ROOT, Peer, order, raw_connect
+from conftest import DEADLINE, ROOT, Peer, order, raw_connect, recv_exactly
 
 from gateway.store import Store, db_path
 
@@ -208,3 +208,26 @@ def test_db_vacuum_compacts_both_files(spawn, tmp_path):
     out = fieldgate("db", "vacuum", "--data-dir", str(gw.data_dir))
     assert "fieldgate.db" in out and "broker.db" in out
 
+
+
+def test_qos2_delivery_resumes_at_pubrel_with_the_same_packet_id_after_sigkill(spawn, peers):
+    gw = spawn(config=FAST)
+    sock, _ = raw_connect(gw.port, "qos2-reader", clean=False)
+    body = b"\x00\x05" + len(b"q2/x").to_bytes(2, "big") + b"q2/x" + b"\x02"
+    sock.sendall(b"\x82" + bytes((len(body),)) + body)
+    assert recv_exactly(sock, 5) == b"\x90\x03\x00\x05\x02"
+    peers(gw.port).publish("q2/x", {"n": 1}, qos=2)
+    publish = recv_exactly(sock, 2 + 2 + 4 + 2 + len(b'{"n": 1}'))
+    assert publish[0] == 0x34  # PUBLISH, QoS 2, no DUP
+    pid = publish[8:10]
+    sock.sendall(b"\x50\x02" + pid)  # PUBREC
+    assert recv_exactly(sock, 4) == b"\x62\x02" + pid  # PUBREL
+    gw.kill()  # before our PUBCOMP
+    sock.close()
+
+    gw = spawn(config=FAST)
+    again, connack = raw_connect(gw.port, "qos2-reader", clean=False)
+    assert connack == b"\x20\x02\x01\x00"  # session present
+    assert recv_exactly(again, 4) == b"\x62\x02" + pid  # the PUBREL again, not the PUBLISH
+    again.sendall(b"\x70\x02" + pid)  # PUBCOMP
+    again.close()
