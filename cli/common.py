@@ -27,8 +27,9 @@ DataDirOpt = Annotated[
 ]
 
 
-def settings(config: Path | None, data_dir: Path | None, port: int | None = None) -> Settings:
-    return load_settings(config, data_dir=data_dir, port=port)
+def settings(config: Path | None, data_dir: Path | None, port: int | None = None, *,
+             no_anonymous: bool = False) -> Settings:
+    return load_settings(config, data_dir=data_dir, port=port, no_anonymous=no_anonymous)
 
 
 def open_store(config: Path | None, data_dir: Path | None) -> Store:

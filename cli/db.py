@@ -67,11 +67,12 @@ def sessions_cmd(config: ConfigOpt = None, data_dir: DataDirOpt = None) -> None:
         raise StoreError(f"no broker database at {path}", hint="Is this the data dir of `fieldgate serve`?")
     rows = BrokerStore(path, readonly=True).sessions_report()
     table = Table("client id", "connected", "kind", "last seen", "subscriptions", "queued", "queued bytes",
-                  "sent, no PUBACK", "dropped", title="broker sessions")
+                  "sent, no PUBACK", "dropped", "denied", title="broker sessions")
     for row in rows:
         seen = datetime.fromtimestamp(row["last_seen"], UTC).isoformat()
         table.add_row(row["client_id"], "[green]yes[/]" if row["connected"] else "no",
                       "clean" if row["clean"] else "persistent", ago(seen), str(row["subscriptions"]),
                       str(row["queued"]), f"{row['queued_bytes']:,}", str(row["sent_unacked"]),
-                      f"[red]{row['dropped']}[/]" if row["dropped"] else "0")
+                      f"[red]{row['dropped']}[/]" if row["dropped"] else "0",
+                      f"[yellow]{row['denied']}[/]" if row["denied"] else "0")
     console.print(table if rows else "no sessions")

@@ -9,7 +9,7 @@ import sys
 
 import typer
 
-from cli import couriers, db, orders, schemas, serve, stats
+from cli import certs, couriers, db, orders, schemas, serve, stats, users
 from cli.common import errors
 from gateway.errors import FieldgateError
 
@@ -29,6 +29,8 @@ app.command("stats")(stats.stats_cmd)
 app.add_typer(schemas.app, name="schemas")
 app.command("sessions")(db.sessions_cmd)
 app.add_typer(db.app, name="db")
+app.add_typer(users.app, name="users")
+app.add_typer(certs.app, name="certs")
 
 
 def run(argv: list[str] | None = None) -> int:

@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import json
 import time
+from datetime import UTC, datetime
 from typing import Annotated
 
 import typer
 from rich.table import Table
 
-from cli.common import ConfigOpt, DataDirOpt, ago, console, open_store, when
+from cli.common import ConfigOpt, DataDirOpt, ago, console, open_store, settings, when
 from gateway.errors import StoreError
 from gateway.lifecycle import FINAL
 from gateway.models import Status
+from gateway.store import Store, db_path
 
 app = typer.Typer(help="Look at orders.", no_args_is_help=True)
 
@@ -81,6 +83,29 @@ def show_cmd(
         table.add_row(when(e["at"]), e["kind"], e["status"] or "", e["actor"] or "", e["courier_id"] or "",
                       e["reason"] or "")
     console.print(table)
+
+
+@app.command("purge")
+def purge_cmd(
+    before: Annotated[datetime, typer.Option(help="purge orders that ended before this date (YYYY-MM-DD, UTC)",
+                                             formats=["%Y-%m-%d", "%Y-%m-%dT%H:%M:%S"])],
+    config: ConfigOpt = None,
+    data_dir: DataDirOpt = None,
+) -> None:
+    """Remove personal data older than a date: recipient, phone, address and notes of orders that ended
+    before it (and of their tasks), raw payloads of dead letters and GPS fixes received before it.
+
+    Order ids, statuses and timelines stay. The gateway also does this daily (storage.retention_days).
+
+    Example:
+
+        fieldgate orders purge --before 2026-05-01
+    """
+    store = Store(db_path(settings(config, data_dir).data_dir))
+    with store.transaction():
+        counts = store.purge_personal_data(before.replace(tzinfo=UTC))
+    console.print(f"purged {counts['orders']} orders, {counts['dead_letters']} dead-letter payloads, "
+                  f"{counts['gps_fixes']} GPS fixes")
 
 
 def track_cmd(

@@ -17,6 +17,8 @@ def serve_cmd(
     data_dir: DataDirOpt = None,
     port: Annotated[int | None, typer.Option(help="TCP port of the MQTT listener; 0 picks a free one "
                                              "[default: mqtt.port in the config, 1883]")] = None,
+    no_anonymous: Annotated[bool, typer.Option("--no-anonymous", help="demand credentials on every listener, "
+                                               "loopback included (overrides allow_anonymous)")] = False,
 ) -> None:
     """Run the embedded MQTT broker and the bridge until Ctrl-C or SIGTERM.
 
@@ -24,7 +26,7 @@ def serve_cmd(
 
         fieldgate serve --data-dir /var/lib/fieldgate --port 1883
     """
-    s = settings(config, data_dir, port)
+    s = settings(config, data_dir, port, no_anonymous=no_anonymous)
     logs.setup(s.log_level)
     serve(s)
 

@@ -21,6 +21,7 @@ import queue
 import threading
 import time
 from collections import deque
+from datetime import timedelta
 
 from gateway.config import Settings
 from gateway.contract import INBOUND_FILTERS
@@ -39,6 +40,8 @@ BATCH_MAX = 500
 MAX_IN_FLIGHT = 100
 #: How often the worker looks for tasks to re-send, in seconds.
 RESEND_CHECK_SECONDS = 0.2
+#: How often personal data past storage.retention_days is purged, in seconds.
+PURGE_EVERY_SECONDS = 86_400
 
 
 class Bridge:
@@ -91,6 +94,7 @@ class Bridge:
 
     def _run(self) -> None:
         next_resend = 0.0
+        next_purge = time.monotonic() + 60  # not during the start-up rush
         batch: list[Received] = []
         while not self._stop.is_set():
             try:
@@ -103,6 +107,9 @@ class Bridge:
                     next_resend = time.monotonic() + RESEND_CHECK_SECONDS
                     self._to_send.extend((None, message) for message in self.gateway.due_resends())
                 self._send_some()
+                if time.monotonic() >= next_purge:
+                    next_purge = time.monotonic() + PURGE_EVERY_SECONDS
+                    self._purge()
             except Exception:
                 # Not a bad message (those are handled per message): the database or the transport failed.
                 # Keep the batch, unacknowledged, and try again; the broker holds it meanwhile.
@@ -126,6 +133,14 @@ class Bridge:
         for message in batch:
             self.transport.ack(message)
         self._queue_for_sending(queued)
+
+    def _purge(self) -> None:
+        days = self.settings.storage.retention_days
+        if not days:
+            return
+        with self.store.transaction():
+            counts = self.store.purge_personal_data(self.gateway.now() - timedelta(days=days))
+        log.info("purged personal data past retention", extra={"ctx": {"days": days, **counts}})
 
     def _queue_for_sending(self, rows: list[tuple[int, Outgoing]]) -> None:
         for outbox_id, message in rows:

@@ -1,8 +1,8 @@
 """The embedded MQTT broker: amqtt 0.12.1 with a durable session layer. The only module that imports amqtt.
 
-What amqtt still does: its listeners (TCP, TLS, WebSocket; `Broker.start`/`shutdown`), CONNECT
-parsing and validation (`BrokerProtocolHandler.init_from_connect`), and its authentication and
-topic plugins (`Broker._authenticate`, `Broker._topic_filtering`).
+What amqtt still does: its listeners (TCP, TLS, WebSocket; `Broker.start`/`shutdown`) and CONNECT
+parsing and validation (`BrokerProtocolHandler.init_from_connect`). Authentication and the topic
+ACL are fieldgate's (`gateway.users`, `gateway.acl`); amqtt's plugin set is configured empty.
 
 What `FieldgateBroker` replaces, each behaviour of amqtt 0.12.1 named with where it lived:
 
@@ -26,15 +26,18 @@ What `FieldgateBroker` replaces, each behaviour of amqtt 0.12.1 named with where
 - `BrokerProtocolHandler.handle_read_timeout()` did nothing, so a silent client stayed
   "connected" forever and its will was never sent → closed after 1.5 times its keep-alive, will
   published (`Connection._watchdog`).
-- `AnonymousAuthPlugin(allow_anonymous=True)` marked every session anonymous and amqtt then
-  queued nothing for it → `OpenAuthPlugin` accepts without that mark (and the engine does not
-  look at it).
+- `AnonymousAuthPlugin(allow_anonymous=True)` marked every session anonymous, even named ones,
+  and amqtt then queued nothing for it → not loaded; `gateway.users.Authenticator` decides, and
+  anonymous clients (loopback only) keep persistent sessions like anyone else.
+- The listener's `max_connections` made extra clients *wait* for a slot → `broker.max_connections`
+  refuses them with CONNACK 3 (server unavailable).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from importlib.metadata import version
 from pathlib import Path
 from typing import Any
@@ -48,18 +51,20 @@ from amqtt.adapters import (
     WriterAdapter,
 )
 from amqtt.broker import Broker
-from amqtt.contexts import Action
 from amqtt.errors import BrokerError
 from amqtt.mqtt.protocol.broker_handler import BrokerProtocolHandler
-from amqtt.plugins.base import BaseAuthPlugin
 from amqtt.session import Session as AmqttSession
 
-from gateway import codec
+from gateway import acl, codec
+from gateway.acl import Role
 from gateway.broker_store import DB_NAME, BrokerStore
 from gateway.codec import ProtocolViolation
 from gateway.config import Settings
 from gateway.errors import BrokerStartError
 from gateway.sessions import Engine, Session
+from gateway.store import db_path
+from gateway.transport import BrokerUrl
+from gateway.users import BRIDGE_USER, Authenticator, UserStore
 
 log = logging.getLogger("fieldgate.broker")
 
@@ -69,22 +74,39 @@ AMQTT_VERSION = "0.12.1"
 CONNECT_TIMEOUT = 10.0
 
 
-class OpenAuthPlugin(BaseAuthPlugin):
-    """Accept every client and leave `session.is_anonymous` False."""
-
-    async def authenticate(self, *, session: AmqttSession) -> bool:
-        return True
+def listeners(settings: Settings) -> dict[str, dict[str, Any]]:
+    """amqtt listener configs by name ('default' is the plain MQTT one, which amqtt requires)."""
+    out: dict[str, dict[str, Any]] = {
+        "default": {"type": "tcp", "bind": f"{settings.mqtt.host}:{settings.mqtt.port}"}
+    }
+    if settings.tls.enabled:
+        out["tls"] = {"type": "tcp", "bind": f"{settings.tls.host}:{settings.tls.port}", "ssl": True,
+                      "certfile": str(settings.tls.certfile), "keyfile": str(settings.tls.keyfile)}
+    if settings.websocket.enabled:
+        out["websocket"] = {"type": "ws", "bind": f"{settings.websocket.host}:{settings.websocket.port}"}
+    return out
 
 
 def amqtt_config(settings: Settings) -> dict[str, Any]:
-    """The amqtt config dict for our settings. Giving `plugins` replaces amqtt's default plugin set."""
-    return {
-        "listeners": {
-            "default": {"type": "tcp", "bind": f"{settings.mqtt.host}:{settings.mqtt.port}"},
-        },
-        "timeout_disconnect_delay": 0,
-        "plugins": {f"{OpenAuthPlugin.__module__}.{OpenAuthPlugin.__qualname__}": {}},
-    }
+    """The amqtt config dict for our settings. An empty `plugins` replaces amqtt's default plugin set."""
+    return {"listeners": listeners(settings), "timeout_disconnect_delay": 0, "plugins": {}}
+
+
+class RateLimit:
+    """Token bucket for one client's PUBLISH packets: `rate` per second, bursts up to `burst`."""
+
+    def __init__(self, rate: float, burst: int) -> None:
+        self.rate, self.burst = rate, burst
+        self.tokens = float(burst)
+        self.stamp = time.monotonic()
+
+    def delay(self) -> float:
+        """Seconds to wait before this PUBLISH may be handled (0 if within the limit)."""
+        now = time.monotonic()
+        self.tokens = min(self.burst, self.tokens + (now - self.stamp) * self.rate)
+        self.stamp = now
+        self.tokens -= 1
+        return 0.0 if self.tokens >= 0 else -self.tokens / self.rate
 
 
 class Connection:
@@ -165,11 +187,13 @@ class Connection:
 class FieldgateBroker(Broker):
     """amqtt's Broker with connections served by fieldgate's durable session engine."""
 
-    def __init__(self, config: dict[str, Any], engine: Engine, settings: Settings) -> None:
+    def __init__(self, config: dict[str, Any], engine: Engine, settings: Settings, auth: Authenticator) -> None:
         super().__init__(config, loop=asyncio.get_running_loop())
         self.engine = engine
         self.fg = settings
+        self.auth = auth
         self.links: set[Connection] = set()
+        self._hosts = {name: cfg["bind"].rsplit(":", 1)[0] for name, cfg in config["listeners"].items()}
 
     # Entry points of amqtt's listeners: keep a way to abort the transport, then serve.
 
@@ -204,11 +228,7 @@ class FieldgateBroker(Broker):
         if server is None:
             abort()
             return
-        await server.acquire_connection()
-        try:
-            await self._connection(listener_name, reader, writer, abort)
-        finally:
-            server.release_connection()
+        await self._connection(listener_name, reader, writer, abort)
 
     async def _connection(self, listener_name: str, reader: ReaderAdapter, writer: WriterAdapter,
                           abort: Any) -> None:
@@ -223,59 +243,84 @@ class FieldgateBroker(Broker):
             abort()
             return
         client_id = incoming.client_id or ""
+        ctx = {"client_id": client_id, "user": incoming.username, "peer": peer[0] if peer else None}
         will = None
         if incoming.will_flag and incoming.will_topic is not None:
             try:
                 codec.check_topic_name(incoming.will_topic)
             except ProtocolViolation:
-                log.info("refused: invalid will topic", extra={"ctx": {"client_id": client_id}})
+                log.info("refused: invalid will topic", extra={"ctx": ctx})
                 abort()
                 return
             will = (incoming.will_topic, bytes(incoming.will_message or b""), incoming.will_qos or 0,
                     bool(incoming.will_retain))
-        if not await self._authenticate(incoming, self.listeners_config[listener_name]):
-            writer.write(codec.encode_connack(False, 5))
+        identity = self.auth.identify(incoming.username, incoming.password, listener_host=self._hosts[listener_name],
+                                      peer_host=peer[0] if peer else None)
+        refusal = None
+        if identity is None:
+            refusal = (5, "not authorized: unknown user, wrong password, or anonymous where it is not allowed")
+        elif will is not None and not acl.may_publish(identity, will[0]):
+            refusal = (5, f"not authorized to publish its will on {will[0]}")
+        elif self.fg.broker.max_connections and len(self.links) >= self.fg.broker.max_connections:
+            refusal = (3, f"server unavailable: broker.max_connections ({self.fg.broker.max_connections}) reached")
+        if refusal is not None:
+            writer.write(codec.encode_connack(False, refusal[0]))
             await writer.drain()
-            log.info("refused: not authorized", extra={"ctx": {"client_id": client_id, "user": incoming.username}})
+            log.warning("refused connection: %s", refusal[1], extra={"ctx": ctx})
             abort()
             return
+        assert identity is not None
         link = Connection(reader, writer, abort, incoming.keep_alive)
         self.links.add(link)
-        session, present = self.engine.attach(client_id, bool(incoming.clean_session), will, link)
-        log.debug("client connected", extra={"ctx": {"client_id": client_id, "peer": peer, "clean":
-                                                     incoming.clean_session, "session_present": present}})
+        session, present = self.engine.attach(client_id, bool(incoming.clean_session), will, link, identity)
+        log.debug("client connected", extra={"ctx": {**ctx, "identity": str(identity),
+                                                     "clean": incoming.clean_session, "session_present": present}})
         self.engine.connack(session, present)
         graceful = False
         try:
-            graceful = await self._packets(link, session, incoming)
+            graceful = await self._packets(link, session)
         except ProtocolViolation as exc:
-            log.info("closing connection: %s", exc, extra={"ctx": {"client_id": client_id}})
+            log.info("closing connection: %s", exc, extra={"ctx": ctx})
         except (EOFError, ConnectionError, OSError, asyncio.IncompleteReadError):
             pass
         except Exception as exc:  # a websocket closing raises the websockets library's own errors
-            log.debug("connection ended: %r", exc, extra={"ctx": {"client_id": client_id}})
+            log.debug("connection ended: %r", exc, extra={"ctx": ctx})
         finally:
             if link.timed_out:
-                log.info("keep-alive expired", extra={"ctx": {"client_id": client_id,
-                                                              "keepalive": incoming.keep_alive}})
+                log.info("keep-alive expired", extra={"ctx": {**ctx, "keepalive": incoming.keep_alive}})
             self.links.discard(link)
             if session.link is link:
                 self.engine.detach(session, graceful=graceful)
             link.close()
 
-    async def _packets(self, link: Connection, s: Session, incoming: AmqttSession) -> bool:
+    def _topic_problem(self, topic: str) -> str | None:
+        """Why a topic (name or filter) breaks the configured limits, or None."""
+        limits = self.fg.broker
+        if len(topic.encode()) > limits.max_topic_length:
+            return f"topic longer than broker.max_topic_length ({limits.max_topic_length} bytes)"
+        if topic.count("/") + 1 > limits.max_topic_levels:
+            return f"topic deeper than broker.max_topic_levels ({limits.max_topic_levels})"
+        return None
+
+    async def _packets(self, link: Connection, s: Session) -> bool:
         """Serve packets until the client disconnects; True if it sent DISCONNECT."""
-        engine, max_bytes = self.engine, self.fg.broker.max_packet_bytes
+        engine, max_bytes, identity = self.engine, self.fg.broker.max_packet_bytes, s.identity
+        limited = self.fg.broker.max_publish_rate > 0 and identity.role not in (Role.gateway, Role.local)
+        bucket = RateLimit(self.fg.broker.max_publish_rate, self.fg.broker.publish_burst) if limited else None
         while True:
             kind, flags, body = await link.read_packet(max_bytes)
             if kind == codec.PUBLISH:
                 p = codec.decode_publish(flags, body)
-                if p.topic.startswith("$SYS") or not await self._topic_filtering(incoming, p.topic, Action.PUBLISH):
-                    log.info("publish refused", extra={"ctx": {"client_id": s.client_id, "topic": p.topic}})
-                    if p.qos == 1:
-                        link.send(codec.encode_ack(codec.PUBACK, p.packet_id or 0))
-                    elif p.qos == 2:
-                        link.send(codec.encode_ack(codec.PUBREC, p.packet_id or 0))
+                if bucket is not None and (wait := bucket.delay()) > 0:
+                    engine.note_throttled(s, wait)
+                    await asyncio.sleep(wait)  # throttle this client only: its socket is simply read later
+                problem = self._topic_problem(p.topic)
+                if problem is None and (p.topic.startswith("$SYS") or not acl.may_publish(identity, p.topic)):
+                    problem = f"{identity} may not publish to this topic"
+                if problem is not None:
+                    engine.note_denied(s, p.topic, problem)
+                    if p.qos:  # 3.1.1 has no negative acknowledgement: acknowledge and drop
+                        link.send(codec.encode_ack(codec.PUBACK if p.qos == 1 else codec.PUBREC, p.packet_id or 0))
                     continue
                 engine.inbound_publish(s, p.topic, p.payload, p.qos, p.retain, p.packet_id)
             elif kind in (codec.PUBACK, codec.PUBREC, codec.PUBCOMP):
@@ -288,8 +333,10 @@ class FieldgateBroker(Broker):
                 pid, topics = codec.decode_subscribe(flags, body)
                 granted: list[tuple[str, int | None]] = []
                 for topic_filter, qos in topics:
-                    ok = codec.check_topic_filter(topic_filter) and await self._topic_filtering(
-                        incoming, topic_filter, Action.SUBSCRIBE)
+                    ok = codec.check_topic_filter(topic_filter) and self._topic_problem(topic_filter) is None
+                    if ok and not acl.may_subscribe(identity, topic_filter):
+                        engine.note_denied(s, topic_filter, f"{identity} may not subscribe to this filter")
+                        ok = False
                     granted.append((topic_filter, qos if ok else None))
                 engine.subscribe(s, pid, granted)
             elif kind == codec.UNSUBSCRIBE:
@@ -315,12 +362,14 @@ class EmbeddedBroker:
         self.settings = settings
         self.store = BrokerStore(Path(settings.data_dir) / DB_NAME, synchronous=settings.storage.synchronous.upper())
         self.engine = Engine(self.store, settings.broker)
+        self.users = UserStore(db_path(settings.data_dir))
+        self.auth = Authenticator(self.users, allow_anonymous=settings.allow_anonymous)
         self._broker: FieldgateBroker | None = None
 
-    async def start(self) -> tuple[str, int]:
-        """Restore broker.db, start listening; return the (host, port) bound (port 0 picks a free one)."""
+    async def start(self) -> None:
+        """Restore broker.db and start listening (`address` tells where; port 0 picks a free one)."""
         await self.engine.start()
-        self._broker = FieldgateBroker(amqtt_config(self.settings), self.engine, self.settings)
+        self._broker = FieldgateBroker(amqtt_config(self.settings), self.engine, self.settings, self.auth)
         try:
             await self._broker.start()
         except BrokerError as exc:
@@ -329,9 +378,24 @@ class EmbeddedBroker:
                 f"the embedded broker could not listen on {self.settings.mqtt.host}:{self.settings.mqtt.port}: "
                 f"{exc.__cause__ or exc}"
             ) from exc
-        server = self._broker._servers["default"].instance  # amqtt keeps no public accessor for the socket
-        host, port = server.sockets[0].getsockname()[:2]
+
+    @property
+    def listener_names(self) -> list[str]:
+        return list(listeners(self.settings))
+
+    def address(self, listener: str) -> tuple[str, int]:
+        """(host, port) a listener is bound to (port 0 in the config picks a free one)."""
+        assert self._broker is not None
+        server = self._broker._servers[listener].instance  # amqtt keeps no public accessor for the socket
+        sockets = list(server.sockets)  # asyncio.Server and websockets' Server both have .sockets
+        host, port = sockets[0].getsockname()[:2]
         return host, port
+
+    @property
+    def bridge_url(self) -> BrokerUrl:
+        """How the embedded bridge reaches this broker: loopback, with its own made-up credentials."""
+        _, port = self.address("default")
+        return BrokerUrl("127.0.0.1", port, BRIDGE_USER, self.auth.bridge_password)
 
     async def stop(self) -> None:
         if self._broker is not None:
@@ -342,3 +406,4 @@ class EmbeddedBroker:
             await self._broker.shutdown()
             self._broker = None
         self.store.close()
+        self.users.close()

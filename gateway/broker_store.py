@@ -37,7 +37,8 @@ class SessionRow:
     connected: bool
     last_seen: float
     will: tuple[str, bytes, int, bool] | None  # topic, payload, qos, retain
-    dropped: int = 0
+    dropped: int = 0  # messages this client did not get because its queue was full
+    denied: int = 0  # publishes and subscriptions the ACL or the limits refused
 
 
 @dataclass
@@ -105,8 +106,8 @@ class BrokerStore:
         db["meta"].create({"key": str, "value": str}, pk="key", if_not_exists=True)
         db["sessions"].create(
             {"client_id": str, "clean": int, "connected": int, "last_seen": float, "will_topic": str,
-             "will_payload": bytes, "will_qos": int, "will_retain": int, "dropped": int},
-            pk="client_id", not_null={"clean", "connected", "last_seen"}, defaults={"dropped": 0},
+             "will_payload": bytes, "will_qos": int, "will_retain": int, "dropped": int, "denied": int},
+            pk="client_id", not_null={"clean", "connected", "last_seen"}, defaults={"dropped": 0, "denied": 0},
             if_not_exists=True,
         )
         db["subscriptions"].create(
@@ -145,8 +146,9 @@ class BrokerStore:
                     will = row.will or (None, None, None, None)
                     c.execute(
                         "INSERT OR REPLACE INTO sessions (client_id, clean, connected, last_seen, will_topic, "
-                        "will_payload, will_qos, will_retain, dropped) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                        (client_id, int(row.clean), int(row.connected), row.last_seen, *will, row.dropped),
+                        "will_payload, will_qos, will_retain, dropped, denied) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                        (client_id, int(row.clean), int(row.connected), row.last_seen, *will, row.dropped,
+                         row.denied),
                     )
             for (client_id, topic_filter), qos in batch.subscriptions.items():
                 if qos is None:
@@ -174,10 +176,10 @@ class BrokerStore:
         c = self.conn
         sessions = [
             SessionRow(cid, bool(clean), bool(conn), seen,
-                       (wt, bytes(wp), wq, bool(wr)) if wt is not None else None, dropped or 0)
-            for cid, clean, conn, seen, wt, wp, wq, wr, dropped in c.execute(
+                       (wt, bytes(wp), wq, bool(wr)) if wt is not None else None, dropped or 0, denied or 0)
+            for cid, clean, conn, seen, wt, wp, wq, wr, dropped, denied in c.execute(
                 "SELECT client_id, clean, connected, last_seen, will_topic, will_payload, will_qos, will_retain, "
-                "dropped FROM sessions"
+                "dropped, denied FROM sessions"
             )
         ]
         queued = [
@@ -201,7 +203,7 @@ class BrokerStore:
     def sessions_report(self) -> list[dict[str, Any]]:
         return list(
             self.db.query(
-                "SELECT s.client_id, s.clean, s.connected, s.last_seen, s.dropped, s.will_topic, "
+                "SELECT s.client_id, s.clean, s.connected, s.last_seen, s.dropped, s.denied, s.will_topic, "
                 "(SELECT COUNT(*) FROM subscriptions u WHERE u.client_id = s.client_id) AS subscriptions, "
                 "(SELECT COUNT(*) FROM queue q WHERE q.client_id = s.client_id) AS queued, "
                 "(SELECT COALESCE(SUM(LENGTH(m.payload)), 0) FROM queue q JOIN messages m ON m.id = q.message_id "

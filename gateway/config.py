@@ -31,6 +31,20 @@ class MqttListener(_Section):
     port: int = Field(default=1883, ge=0, le=65535, description="TCP port; 0 picks a free one")
 
 
+class TlsListener(_Section):
+    enabled: bool = False
+    host: str = "127.0.0.1"
+    port: int = Field(default=8883, ge=0, le=65535)
+    certfile: Path | None = None
+    keyfile: Path | None = None
+
+
+class WebSocketListener(_Section):
+    enabled: bool = False
+    host: str = "127.0.0.1"
+    port: int = Field(default=8080, ge=0, le=65535)
+
+
 class BrokerSettings(_Section):
     max_inflight_messages: int = Field(default=20, ge=0, le=65535)
     retry_interval_seconds: float = Field(default=20.0, gt=0)
@@ -39,6 +53,11 @@ class BrokerSettings(_Section):
     queue_full_policy: Literal["reject_new", "drop_oldest"] = "reject_new"
     session_expiry_seconds: int = Field(default=604_800, ge=0)
     max_packet_bytes: int = Field(default=1_048_576, ge=64, le=268_435_455)
+    max_topic_length: int = Field(default=256, ge=16, le=65535)
+    max_topic_levels: int = Field(default=16, ge=2, le=1000)
+    max_publish_rate: float = Field(default=100.0, ge=0)
+    publish_burst: int = Field(default=1000, ge=1)
+    max_connections: int = Field(default=20_000, ge=0)
 
 
 class BridgeSettings(_Section):
@@ -52,10 +71,14 @@ class BridgeSettings(_Section):
 class StorageSettings(_Section):
     data_dir: Path = Path("data")
     synchronous: Literal["full", "normal"] = "full"
+    retention_days: int = Field(default=180, ge=0)
 
 
 class Settings(_Section):
     mqtt: MqttListener = MqttListener()
+    tls: TlsListener = TlsListener()
+    websocket: WebSocketListener = WebSocketListener()
+    allow_anonymous: bool = True
     broker: BrokerSettings = BrokerSettings()
     storage: StorageSettings = StorageSettings()
     bridge: BridgeSettings = BridgeSettings()
@@ -94,7 +117,8 @@ def read_config(path: Path) -> dict[str, Any]:
 
 
 def load_settings(
-    config: Path | None = None, *, data_dir: Path | None = None, port: int | None = None
+    config: Path | None = None, *, data_dir: Path | None = None, port: int | None = None,
+    no_anonymous: bool = False,
 ) -> Settings:
     """Settings from file + environment + overrides. Relative data_dir is relative to the config file."""
     path = find_config(config)
@@ -112,4 +136,12 @@ def load_settings(
     elif path is not None and not storage.data_dir.is_absolute():
         storage = storage.model_copy(update={"data_dir": path.parent / storage.data_dir})
     mqtt = settings.mqtt if port is None else settings.mqtt.model_copy(update={"port": port})
-    return settings.model_copy(update={"storage": storage, "mqtt": mqtt})
+    tls = settings.tls
+    if path is not None:
+        tls = tls.model_copy(update={k: path.parent / v for k in ("certfile", "keyfile")
+                                     if (v := getattr(tls, k)) is not None and not v.is_absolute()})
+    if tls.enabled and (tls.certfile is None or tls.keyfile is None):
+        raise ConfigError("tls.enabled needs tls.certfile and tls.keyfile",
+                          hint="`fieldgate certs dev` makes a self-signed pair for trying it.")
+    anonymous = settings.allow_anonymous and not no_anonymous
+    return settings.model_copy(update={"storage": storage, "mqtt": mqtt, "tls": tls, "allow_anonymous": anonymous})

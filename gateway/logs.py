@@ -8,9 +8,18 @@ Call sites pass context as `extra={"ctx": {...}}`; the formatter appends it, so
 from __future__ import annotations
 
 import logging
+import re
 import sys
 import time
 from typing import Any
+
+#: A phone number in international form: '+' and at least 8 more digits, maybe spaced.
+_PHONE = re.compile(r"\+\d[\d ()-]{6,}\d")
+
+
+def mask_phones(text: str) -> str:
+    """'+8613800000000' → '+861*******00': customers' phone numbers never reach a log in full."""
+    return _PHONE.sub(lambda m: m.group()[:4] + "*" * (len(m.group()) - 6) + m.group()[-2:], text)
 
 
 def _value(value: Any) -> str:
@@ -31,7 +40,7 @@ class ContextFormatter(logging.Formatter):
             pairs = " ".join(f"{key}={_value(value)}" for key, value in ctx.items() if value is not None)
             head, sep, trace = line.partition("\n")
             line = f"{head} {pairs}{sep}{trace}"
-        return line
+        return mask_phones(line)
 
 
 def setup(level: str) -> None:
@@ -42,5 +51,5 @@ def setup(level: str) -> None:
     root.handlers[:] = [handler]
     root.setLevel(level)
     noisy = logging.DEBUG if level == "DEBUG" else logging.WARNING
-    for name in ("amqtt", "transitions"):
+    for name in ("amqtt", "transitions", "websockets"):
         logging.getLogger(name).setLevel(noisy)

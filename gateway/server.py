@@ -35,14 +35,14 @@ async def _serve(settings: Settings) -> None:
     for name in ("fieldgate.db", "broker.db"):
         dbfiles.ensure_usable(settings.data_dir / name)
     broker = EmbeddedBroker(settings)
-    host, port = await broker.start()
-    bridge = Bridge(settings, BrokerUrl("127.0.0.1" if host in ("0.0.0.0", "::") else host, port))
+    await broker.start()
+    bridge = Bridge(settings, broker.bridge_url)
     try:
         await asyncio.to_thread(bridge.start)
-        log.info(
-            "fieldgate ready",
-            extra={"ctx": {"mqtt": f"{host}:{port}", "db": db_path(settings.data_dir)}},
-        )
+        bound = {name: "{}:{}".format(*broker.address(listener)) for name, listener in
+                 (("mqtt", "default"), ("tls", "tls"), ("ws", "websocket")) if listener in broker.listener_names}
+        log.info("fieldgate ready", extra={"ctx": {**bound, "anonymous": settings.allow_anonymous,
+                                                   "db": db_path(settings.data_dir)}})
         await stop.wait()
         log.info("stopping")
         await asyncio.to_thread(bridge.stop)

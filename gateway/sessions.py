@@ -32,6 +32,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from gateway.acl import Identity, Role, may_receive, may_subscribe, needs_receive_check
 from gateway.broker_store import Batch, BrokerStore, SessionRow
 from gateway.codec import (
     PUBACK,
@@ -88,13 +89,17 @@ class Session:
     inflight: OrderedDict[int, Delivery] = field(default_factory=OrderedDict)
     inbound_qos2: set[int] = field(default_factory=set)  # PUBREC sent, PUBREL awaited
     packet_ids: set[int] = field(default_factory=set)  # held by deliveries sent at least once
+    identity: Identity = field(default_factory=lambda: Identity(Role.local))
     link: Link | None = None
     ready: bool = False  # CONNACK sent: deliveries may flow
     will: tuple[str, bytes, int, bool] | None = None
     last_seen: float = 0.0
     pending_bytes: int = 0
     dropped: int = 0
+    denied: int = 0
     _last_drop_log: float = 0.0
+    _last_deny_log: float = 0.0
+    _last_throttle_log: float = 0.0
     _packet_id: int = 0
 
     @property
@@ -198,7 +203,7 @@ class Engine:
                 self._batch.sessions[row.client_id] = None
                 continue
             self.sessions[row.client_id] = Session(row.client_id, clean=False, last_seen=row.last_seen,
-                                                   dropped=row.dropped)
+                                                   dropped=row.dropped, denied=row.denied)
         for client_id, topic_filter, qos in snap.subscriptions:
             if (s := self.sessions.get(client_id)) is not None:
                 s.subscriptions[topic_filter] = qos
@@ -288,7 +293,7 @@ class Engine:
     # ------------------------------------------------------------------ connections
 
     def attach(self, client_id: str, clean: bool, will: tuple[str, bytes, int, bool] | None,
-               link: Link) -> tuple[Session, bool]:
+               link: Link, identity: Identity) -> tuple[Session, bool]:
         """A client connected: take over, resume or create its session. Returns (session, session_present)."""
         old = self.sessions.get(client_id)
         if old is not None and old.link is not None:
@@ -304,15 +309,46 @@ class Engine:
             present = False
         else:
             s, present = old, True
-        s.link, s.will, s.ready, s.last_seen = link, will, False, self.clock()
+        s.link, s.will, s.ready, s.last_seen, s.identity = link, will, False, self.clock(), identity
+        if present and s.subscriptions:
+            self._drop_forbidden_subscriptions(s)
         if s.persistent or will is not None:
             self._save_session(s)
         return s, present
 
     def _save_session(self, s: Session) -> None:
         self._batch.sessions[s.client_id] = SessionRow(s.client_id, s.clean, s.link is not None, s.last_seen, s.will,
-                                                       s.dropped)
+                                                       s.dropped, s.denied)
         self._changed()
+
+    def _drop_forbidden_subscriptions(self, s: Session) -> None:
+        """A resumed session's subscriptions must still be allowed to whoever connects with its client id now."""
+        for topic_filter in [f for f in s.subscriptions if not may_subscribe(s.identity, f)]:
+            log.warning("dropping a stored subscription the new connection may not have",
+                        extra={"ctx": {"client_id": s.client_id, "filter": topic_filter, "identity": str(s.identity)}})
+            del s.subscriptions[topic_filter]
+            self.index.remove(topic_filter, s.client_id)
+            if s.persistent:
+                self._batch.subscriptions[(s.client_id, topic_filter)] = None
+                self._changed()
+
+    def note_denied(self, s: Session, topic: str, why: str) -> None:
+        """A publish or subscription refused by the ACL or a limit: counted per session, logged."""
+        s.denied += 1
+        now = self.clock()
+        if now - s._last_deny_log >= 1.0:
+            s._last_deny_log = now
+            log.warning("refused: %s", why, extra={"ctx": {"client_id": s.client_id, "topic": topic,
+                                                             "denied_total": s.denied}})
+        if s.persistent:
+            self._save_session(s)
+
+    def note_throttled(self, s: Session, wait: float) -> None:
+        now = self.clock()
+        if now - s._last_throttle_log >= 1.0:
+            s._last_throttle_log = now
+            log.warning("throttling a client over broker.max_publish_rate",
+                        extra={"ctx": {"client_id": s.client_id, "wait_ms": round(wait * 1000, 1)}})
 
     def connack(self, s: Session, present: bool) -> None:
         """Send CONNACK once the session is durable, then start delivering."""
@@ -385,6 +421,8 @@ class Engine:
         """Give a session one delivery, stored if the session must survive a restart."""
         if s.link is None and qos == 0:
             return  # QoS 0 is not queued for offline clients
+        if needs_receive_check(s.identity) and not may_receive(s.identity, msg.topic, msg.payload):
+            return
         d = Delivery(msg, qos, retain=retain)
         if not self._has_room(s, len(msg.payload)):
             return

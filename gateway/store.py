@@ -37,6 +37,7 @@ from gateway.lifecycle import Happening, OrderRecord, Outgoing
 from gateway.models import Fix, Location, Order, Status
 
 DB_NAME = "fieldgate.db"
+PURGED = "[purged]"
 SCHEMA_VERSION = 1
 
 
@@ -101,9 +102,11 @@ class Store:
                 "location_json": str,
                 "created_at": str,
                 "updated_at": str,
+                "purged": int,
             },
             pk="order_id",
             not_null={"shop_id", "status", "progress", "order_json", "created_at", "updated_at"},
+            defaults={"purged": 0},
             if_not_exists=True,
         )
         db["order_events"].create(
@@ -416,6 +419,34 @@ class Store:
 
     def delete_outbox(self, ids: list[int]) -> None:
         self.conn.executemany("DELETE FROM outbox WHERE id = ?", [(i,) for i in ids])
+
+    # ------------------------------------------------------------------ personal data
+
+    def purge_personal_data(self, before: datetime) -> dict[str, int]:
+        """Remove personal data older than `before`: recipients, addresses and notes of orders that ended
+        (delivered, failed, cancelled) before it, and of their tasks; raw payloads of dead letters and GPS
+        fixes received before it. Order ids, statuses and timelines stay for the statistics."""
+        stamp = _iso(before)
+        ended = [
+            row[0] for row in self.conn.execute(
+                "SELECT order_json FROM orders WHERE status IN ('delivered', 'failed', 'cancelled') "
+                "AND updated_at < ? AND purged = 0", (stamp,))
+        ]
+        for order_json in ended:
+            order = Order.model_validate_json(order_json)
+            scrubbed = order.model_copy(update={
+                "recipient": order.recipient.model_copy(update={"name": PURGED, "phone": "000"}),
+                "address": order.address.model_copy(update={"text": PURGED, "lat": None, "lon": None}),
+                "notes": "",
+            })
+            self.conn.execute("UPDATE orders SET order_json = ?, location_json = NULL, purged = 1 WHERE order_id = ?",
+                              (scrubbed.model_dump_json(), order.order_id))
+            self.conn.execute("UPDATE tasks SET payload = ? WHERE order_id = ?",
+                              (b'{"purged": true}', order.order_id))
+        dead = self.conn.execute("UPDATE dead_letters SET payload = NULL WHERE received_at < ? AND payload IS NOT NULL",
+                                 (stamp,)).rowcount
+        fixes = self.conn.execute("DELETE FROM gps_fixes WHERE received_at < ?", (stamp,)).rowcount
+        return {"orders": len(ended), "dead_letters": dead, "gps_fixes": fixes}
 
     # ------------------------------------------------------------------ reads for operators
 

@@ -26,7 +26,7 @@ def all_commands() -> list[tuple[str, Any]]:
             out.append((path, cmd))
 
     walk(typer.main.get_command(app), "")
-    assert len(out) == 11, [p for p, _ in out]
+    assert len(out) == 17, [p for p, _ in out]
     return out
 
 

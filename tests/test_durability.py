@@ -151,7 +151,7 @@ def test_full_queue_rejects_new_messages_counted_logged_and_shown(spawn, peers):
     gw.wait_log("queue full: dropped the newest message")
     report = fieldgate("sessions", "--data-dir", str(gw.data_dir))
     line = next(line for line in report.splitlines() if "queue-bound" in line)
-    assert "persistent" in line and line.split("│")[-2].strip() == "3"  # dropped
+    assert "persistent" in line and line.split("│")[-3].strip() == "3"  # dropped
     back = peers(gw.port, "queue-bound", clean_session=False)
     back.wait_for("bound/x", count=5)
     publisher.publish("bound/x", {"n": 99})
