@@ -187,12 +187,17 @@ class Peer:
 
     def __init__(self, port: int, client_id: str = "", *, clean_session: bool = True,
                  subscribe: tuple[str, ...] = (), will: tuple[str, bytes, bool] | None = None,
-                 auto_ack: bool = True, keepalive: int = 30) -> None:
+                 auto_ack: bool = True, keepalive: int = 30, auth: tuple[str, str] | None = None,
+                 transport: str = "tcp", tls_ca: Path | None = None) -> None:
         self.port = port
         self.messages: list[Msg] = []
         self._cond = threading.Condition()
         self.client = paho.Client(CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=clean_session,
-                                  protocol=paho.MQTTv311, manual_ack=not auto_ack)
+                                  protocol=paho.MQTTv311, manual_ack=not auto_ack, transport=transport)
+        if auth:
+            self.client.username_pw_set(*auth)
+        if tls_ca:
+            self.client.tls_set(ca_certs=str(tls_ca))
         self.session_present: bool | None = None
         self._connected = threading.Event()
         self.client.on_message = self._on_message
@@ -284,7 +289,8 @@ def peers() -> Iterator[Callable[..., Peer]]:
 
 
 def raw_connect(port: int, client_id: str, *, keepalive: int = 60, clean: bool = True,
-                will: tuple[str, bytes, int, bool] | None = None) -> tuple[Any, bytes]:
+                will: tuple[str, bytes, int, bool] | None = None, username: str | None = None,
+                password: str | None = None) -> tuple[Any, bytes]:
     """A bare TCP MQTT 3.1.1 connection (no pings, no acks unless the test sends them); (socket, CONNACK)."""
     import socket
     import struct
@@ -300,6 +306,12 @@ def raw_connect(port: int, client_id: str, *, keepalive: int = 60, clean: bool =
     if will:
         flags |= 0x04 | (will[2] << 3) | (0x20 if will[3] else 0)
         payload += utf8(will[0]) + struct.pack("!H", len(will[1])) + will[1]
+    if username is not None:
+        flags |= 0x80
+        payload += utf8(username)
+    if password is not None:
+        flags |= 0x40
+        payload += utf8(password)
     body = utf8("MQTT") + bytes((4, flags)) + struct.pack("!H", keepalive) + payload
     sock = socket.create_connection(("127.0.0.1", port), timeout=DEADLINE)
     sock.sendall(b"\x10" + remaining_length(len(body)) + body)
