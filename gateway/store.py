@@ -11,6 +11,7 @@ One file, `<data_dir>/fieldgate.db`, in WAL mode so the CLI reads while the gate
     dead_letters   inbound message refused              add_dead_letter
     outbox         outbound message not yet PUBACKed    enqueue, delete_outbox
     meta           schema version                       _migrate
+    users          broker user (hashed password)        gateway/users.py (UserStore), not here
 
 Writers call methods inside `transaction()`; nothing here commits on its own, so one inbound
 message (or one batch) is all-or-nothing. sqlite-utils creates the schema and serves the
