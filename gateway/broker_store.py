@@ -16,15 +16,13 @@ broker's event loop (`gateway.sessions.Engine`), applied on one dedicated thread
 
 from __future__ import annotations
 
-import sqlite3
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import sqlite_utils
 
-from gateway.dbfiles import APPLICATION_IDS
-from gateway.errors import StoreError
+from gateway import dbfiles
 
 DB_NAME = "broker.db"
 SCHEMA_VERSION = 1
@@ -80,30 +78,17 @@ class BrokerStore:
 
     def __init__(self, path: Path, *, synchronous: str = "FULL", readonly: bool = False) -> None:
         self.path = path
-        try:
-            if readonly:
-                if not path.exists():
-                    raise StoreError(f"no broker database at {path}")
-                self.conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, isolation_level=None)
-            else:
-                path.parent.mkdir(parents=True, exist_ok=True)
-                self.conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-                self.conn.execute("PRAGMA journal_mode=WAL")
-                self.conn.execute(f"PRAGMA synchronous={synchronous}")
-            self.conn.execute("PRAGMA busy_timeout=5000")
-            self.db = sqlite_utils.Database(self.conn)
-            if not readonly:
-                self._migrate()
-        except sqlite3.DatabaseError as exc:
-            raise StoreError(f"cannot open {path}: {exc}") from exc
+        self.conn = dbfiles.connect(path, readonly=readonly, synchronous=synchronous)
+        self.db = sqlite_utils.Database(self.conn)
+        if not readonly:
+            self._migrate()
 
     def close(self) -> None:
         self.conn.close()
 
     def _migrate(self) -> None:
         db = self.db
-        self.conn.execute(f"PRAGMA application_id = {APPLICATION_IDS[DB_NAME]}")
-        db["meta"].create({"key": str, "value": str}, pk="key", if_not_exists=True)
+        dbfiles.check_schema_version(db, self.path, SCHEMA_VERSION)
         db["sessions"].create(
             {"client_id": str, "clean": int, "connected": int, "last_seen": float, "will_topic": str,
              "will_payload": bytes, "will_qos": int, "will_retain": int, "dropped": int, "denied": int},
@@ -126,11 +111,6 @@ class BrokerStore:
         db["retained"].create(
             {"topic": str, "payload": bytes, "qos": int}, pk="topic", not_null={"payload", "qos"}, if_not_exists=True,
         )
-        found = self.conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
-        if found is None:
-            self.conn.execute("INSERT INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
-        elif int(found[0]) != SCHEMA_VERSION:
-            raise StoreError(f"{self.path} has broker schema version {found[0]}, expected {SCHEMA_VERSION}")
 
     # ------------------------------------------------------------------ write path
 

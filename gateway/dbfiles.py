@@ -14,6 +14,10 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import sqlite_utils
+
+from gateway.errors import StoreError
+
 log = logging.getLogger("fieldgate.store")
 
 #: PRAGMA application_id of each file ('FGDB', 'FGBR').
@@ -70,6 +74,37 @@ def ensure_usable(path: Path) -> None:
             "inspect the moved file with the sqlite3 shell.", path, result.problem, moved,
             extra={"ctx": {"file": str(path), "moved_to": str(moved)}},
         )
+
+
+def connect(path: Path, *, readonly: bool = False, synchronous: str = "FULL") -> sqlite3.Connection:
+    """Open one of fieldgate's files: read-only (safe beside a running gateway), or for writing in WAL mode
+    with the given fsync policy and fieldgate's application_id. Transactions are the caller's (autocommit off)."""
+    try:
+        if readonly:
+            if not path.exists():
+                raise StoreError(f"no fieldgate database at {path}")
+            conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, isolation_level=None, check_same_thread=False)
+        else:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute(f"PRAGMA synchronous={synchronous}")
+            conn.execute(f"PRAGMA application_id = {APPLICATION_IDS[path.name]}")
+        conn.execute("PRAGMA busy_timeout=5000")
+    except sqlite3.DatabaseError as exc:
+        raise StoreError(f"cannot open {path}: {exc}") from exc
+    return conn
+
+
+def check_schema_version(db: sqlite_utils.Database, path: Path, version: int) -> None:
+    """Record the schema version in a new file; refuse a file written with another one."""
+    db["meta"].create({"key": str, "value": str}, pk="key", if_not_exists=True)
+    found = db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+    if found is None:
+        db.execute("INSERT INTO meta VALUES ('schema_version', ?)", (str(version),))
+    elif int(found[0]) != version:
+        raise StoreError(f"{path} has schema version {found[0]}, this fieldgate expects {version}",
+                         hint="Use the fieldgate version that wrote it, or move the file aside.")
 
 
 def vacuum(path: Path) -> tuple[int, int]:

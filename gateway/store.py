@@ -22,7 +22,6 @@ caller's transaction (sqlite-utils' own insert helpers commit by themselves).
 from __future__ import annotations
 
 import json
-import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -32,8 +31,7 @@ from typing import Any
 
 import sqlite_utils
 
-from gateway.dbfiles import APPLICATION_IDS
-from gateway.errors import StoreError
+from gateway import dbfiles
 from gateway.lifecycle import Happening, OrderRecord, Outgoing
 from gateway.models import Fix, Location, Order, Status
 
@@ -65,23 +63,10 @@ class Store:
     def __init__(self, path: Path, *, readonly: bool = False, synchronous: str = "FULL") -> None:
         self.path = path
         self.readonly = readonly
-        try:
-            if readonly:
-                if not path.exists():
-                    raise StoreError(f"no fieldgate database at {path}")
-                conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, isolation_level=None)
-            else:
-                path.parent.mkdir(parents=True, exist_ok=True)
-                conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-                conn.execute("PRAGMA journal_mode=WAL")
-                conn.execute(f"PRAGMA synchronous={synchronous}")
-            conn.execute("PRAGMA busy_timeout=5000")
-            self.conn = conn
-            self.db = sqlite_utils.Database(conn)
-            if not readonly:
-                self._migrate()
-        except sqlite3.DatabaseError as exc:
-            raise StoreError(f"cannot open {path}: {exc}") from exc
+        self.conn = dbfiles.connect(path, readonly=readonly, synchronous=synchronous)
+        self.db = sqlite_utils.Database(self.conn)
+        if not readonly:
+            self._migrate()
 
     def close(self) -> None:
         self.conn.close()
@@ -90,8 +75,7 @@ class Store:
 
     def _migrate(self) -> None:
         db = self.db
-        self.conn.execute(f"PRAGMA application_id = {APPLICATION_IDS[DB_NAME]}")
-        db["meta"].create({"key": str, "value": str}, pk="key", if_not_exists=True)
+        dbfiles.check_schema_version(db, self.path, SCHEMA_VERSION)
         db["orders"].create(
             {
                 "order_id": str,
@@ -207,14 +191,6 @@ class Store:
             ("gps_fixes", ["courier_id", "device", "tst"], True),
         ]:
             db[table].create_index(columns, unique=unique, if_not_exists=True)
-        found = self.conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
-        if found is None:
-            self.conn.execute("INSERT INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
-        elif int(found[0]) != SCHEMA_VERSION:
-            raise StoreError(
-                f"{self.path} has schema version {found[0]}, this fieldgate expects {SCHEMA_VERSION}",
-                hint="Use the fieldgate version that wrote it, or move the file aside.",
-            )
 
     # ------------------------------------------------------------------ transactions
 

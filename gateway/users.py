@@ -22,8 +22,8 @@ import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
 
+from gateway import dbfiles
 from gateway.acl import USER_ROLES, Identity, Role
-from gateway.dbfiles import APPLICATION_IDS
 from gateway.errors import FieldgateError
 
 ITERATIONS = 100_000
@@ -65,22 +65,13 @@ class UserStore:
 
     def __init__(self, path: Path, *, readonly: bool = False) -> None:
         self.path = path
-        if readonly:
-            if not path.exists():
-                raise UserError(f"no fieldgate database at {path}", hint="Pass --data-dir of `fieldgate serve`.")
-            self.conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, isolation_level=None,
-                                        check_same_thread=False)
-        else:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            self.conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-            self.conn.execute("PRAGMA journal_mode=WAL")
-            self.conn.execute(f"PRAGMA application_id = {APPLICATION_IDS['fieldgate.db']}")
+        self.conn = dbfiles.connect(path, readonly=readonly)
+        if not readonly:
             self.conn.execute(
                 "CREATE TABLE IF NOT EXISTS users (name TEXT PRIMARY KEY, role TEXT NOT NULL, id TEXT NOT NULL, "
                 "password_hash TEXT NOT NULL, created_at TEXT NOT NULL DEFAULT "
                 "(strftime('%Y-%m-%dT%H:%M:%SZ', 'now')))"
             )
-        self.conn.execute("PRAGMA busy_timeout=5000")
 
     def close(self) -> None:
         self.conn.close()
