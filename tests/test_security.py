@@ -9,7 +9,9 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import DEADLINE, ROOT, GatewayProcess, Peer, order, raw_connect, write_config
+from conftest import DEADLINE, ROOT, GatewayProcess, Peer, order, raw_connect, recv_exactly, write_config
+
+from gateway.codec import encode_publish
 
 PASSWORD = "s3cret-Passw0rd"
 USERS = {  # name: (role, id)
@@ -272,3 +274,15 @@ def test_purge_removes_personal_data_of_ended_orders_and_old_raw_payloads(spawn,
     assert db.execute("SELECT COUNT(*) FROM dead_letters WHERE payload IS NOT NULL").fetchone()[0] == 0
     timeline = fieldgate("orders", "show", "OLD-1", "--data-dir", str(gw.data_dir)).stdout
     assert "delivered" in timeline and "Li Na" not in timeline
+
+
+def test_a_packet_over_max_packet_bytes_closes_only_that_connection(spawn, peers):
+    gw = spawn(config={"broker": {"max_packet_bytes": 4096}})
+    bystander = peers(gw.port, subscribe=("big/ok",))
+    sock, _ = raw_connect(gw.port, "too-big")
+    sock.sendall(encode_publish("big/x", b"x" * 10_000, 0, False, False, None))
+    assert recv_exactly(sock, 1) == b""
+    sock.close()
+    gw.wait_log("exceeds broker.max_packet_bytes (4096)")
+    peers(gw.port).publish("big/ok", {"still": "serving"})
+    bystander.wait_for("big/ok")
