@@ -1,20 +1,79 @@
-"""Run one benchmark: python -m bench restart [--queued N] [--retained N]."""
+"""fieldgate vs stock amqtt vs Mosquitto, same machine, same run, same client harness.
+
+    python -m bench                  # every workload, full size (about 10 minutes on 2 cores)
+    python -m bench --quick          # every workload, small sizes (about 2 minutes)
+    python -m bench ingest latency   # some workloads
+    python -m bench restart          # fieldgate's restart with 100k queued + 100k retained
+
+Prints a table, writes bench/results/latest.json and bench/results/latest.png.
+"""
 
 from __future__ import annotations
 
 import argparse
+import os
+import platform
+import resource
 import sys
+import tempfile
+import time
+from pathlib import Path
 
-from bench import restart
+from bench import brokers, report, restart, workloads
 
-BENCHES = {"restart": restart}
+WORKLOADS = ("ingest", "latency", "fanout", "connections")
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
-    parser.add_argument("name", choices=sorted(BENCHES))
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("workloads", nargs="*", help=f"which to run: {', '.join(WORKLOADS)}, restart (default: all)")
+    parser.add_argument("--quick", action="store_true", help="small sizes, for a smoke run")
+    parser.add_argument("--brokers", default=",".join(brokers.NAMES), help="comma-separated subset")
     args, rest = parser.parse_known_args()
-    return BENCHES[args.name].main(rest)
+    chosen = args.workloads or [*WORKLOADS, "restart"]
+    if unknown := set(chosen) - {*WORKLOADS, "restart"}:
+        parser.error(f"unknown workload(s): {', '.join(sorted(unknown))}")
+    if chosen == ["restart"]:
+        return restart.main(rest)
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)  # 10,000 connections need the descriptors
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, min(hard, 65536)), hard))
+    sizes = {
+        "ingest": {"messages": 4_000 if args.quick else 20_000, "publishers": 10},
+        "latency": {"seconds": 5 if args.quick else 20},
+        "fanout": {"subscribers": 200, "rounds": 5 if args.quick else 20},
+        "connections": {"count": 1_000 if args.quick else 10_000, "seconds": 10 if args.quick else 35,
+                        "period": 5 if args.quick else 30},
+    }
+    results: dict[str, object] = {"started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                                  "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
+                                              "platform": platform.platform()},
+                                  "sizes": sizes, "skipped": {}, "workloads": {}}
+    for name in [w for w in WORKLOADS if w in chosen]:
+        per_broker: dict[str, object] = {}
+        for broker_name in args.brokers.split(","):
+            with tempfile.TemporaryDirectory() as tmp:
+                running = brokers.start(broker_name, Path(tmp))
+                if isinstance(running, str):
+                    results["skipped"][broker_name] = running  # type: ignore[index]
+                    print(f"skipping {broker_name}: {running}", file=sys.stderr)
+                    continue
+                try:
+                    print(f"{name} on {broker_name} …", file=sys.stderr, flush=True)
+                    per_broker[broker_name] = getattr(workloads, name)(running, **sizes[name])
+                except Exception as exc:  # one broker failing a workload is a result, not a crash
+                    per_broker[broker_name] = {"error": repr(exc)}
+                finally:
+                    running.stop()
+        results["workloads"][name] = per_broker  # type: ignore[index]
+    if "restart" in chosen:
+        size = 10_000 if args.quick else 100_000
+        results["workloads"]["restart"] = {"fieldgate": restart.run(size, size, 100)}  # type: ignore[index]
+    results["ratios"] = report.ratios(results["workloads"])  # type: ignore[arg-type]
+    out = report.write(results)
+    report.print_table(results)
+    print(f"wrote {out} and {out.with_suffix('.png')}", file=sys.stderr)
+    return 0
 
 
 if __name__ == "__main__":
