@@ -41,7 +41,8 @@ def in_processes(jobs: list[tuple[Callable[..., Coroutine[Any, Any, Any]], tuple
     """Run each (coroutine function, args) in its own process; their return values, in order."""
     ctx = mp.get_context("fork")
     queues = [ctx.Queue() for _ in jobs]
-    procs = [ctx.Process(target=_run_process, args=(fn, args, q), daemon=True) for (fn, args), q in zip(jobs, queues, strict=True)]
+    procs = [ctx.Process(target=_run_process, args=(fn, args, q), daemon=True)
+             for (fn, args), q in zip(jobs, queues, strict=True)]
     for p in procs:
         p.start()
     results = [q.get(timeout=timeout) for q in queues]
