@@ -29,7 +29,7 @@ from gateway.errors import FieldgateError
 from gateway.lifecycle import Outgoing
 from gateway.service import Gateway, Inbound
 from gateway.store import Store, db_path
-from gateway.transport import BrokerUrl, MqttTransport, Received
+from gateway.transport import BrokerUrl, Received, TransportFactory, mqtt_transport
 
 log = logging.getLogger("fieldgate.bridge")
 
@@ -44,12 +44,17 @@ RESEND_CHECK_SECONDS = 0.2
 PURGE_EVERY_SECONDS = 86_400
 
 
-class Bridge:
-    """Connects to `url`, subscribes to the inbound topics and runs the gateway until stopped."""
+def over_mqtt(settings: Settings, url: BrokerUrl) -> TransportFactory:
+    """The bridge's transport to an MQTT broker at `url`."""
+    return mqtt_transport(url, settings.bridge.client_id, keepalive=settings.bridge.keepalive,
+                          max_in_flight=MAX_IN_FLIGHT, subscriptions=INBOUND_FILTERS)
 
-    def __init__(self, settings: Settings, url: BrokerUrl) -> None:
+
+class Bridge:
+    """Subscribes to the inbound topics through its transport and runs the gateway until stopped."""
+
+    def __init__(self, settings: Settings, transport: TransportFactory) -> None:
         self.settings = settings
-        self.url = url
         self.store = Store(db_path(settings.data_dir), synchronous=settings.storage.synchronous.upper())
         self.gateway = Gateway(self.store, settings.bridge)
         self._inbox: queue.Queue[Received] = queue.Queue()
@@ -59,15 +64,7 @@ class Bridge:
         self._newest_retained: dict[str, int] = {}  # retained topic -> newest outbox row waiting for it
         self._stop = threading.Event()
         self._worker = threading.Thread(target=self._run, name="fieldgate-bridge", daemon=True)
-        self.transport = MqttTransport(
-            url,
-            settings.bridge.client_id,
-            keepalive=settings.bridge.keepalive,
-            max_in_flight=MAX_IN_FLIGHT,
-            subscriptions=INBOUND_FILTERS,
-            on_message=self._inbox.put,
-            on_published=self._acked.put,
-        )
+        self.transport = transport(self._inbox.put, self._acked.put)
 
     def start(self, timeout: float = 10.0) -> None:
         """Connect, re-publish what a previous run left in the outbox, and start the worker."""

@@ -36,6 +36,7 @@ What `FieldgateBroker` replaces, each behaviour of amqtt 0.12.1 named with where
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import time
 from importlib.metadata import version
@@ -56,14 +57,15 @@ from amqtt.mqtt.protocol.broker_handler import BrokerProtocolHandler
 from amqtt.session import Session as AmqttSession
 
 from gateway import acl, codec
-from gateway.acl import Role
+from gateway.acl import Identity, Role
 from gateway.broker_store import DB_NAME, BrokerStore
 from gateway.codec import ProtocolViolation
 from gateway.config import Settings
+from gateway.contract import INBOUND_FILTERS
 from gateway.errors import BrokerStartError
 from gateway.sessions import Engine, Session
 from gateway.store import db_path
-from gateway.transport import BrokerUrl
+from gateway.transport import BrokerUrl, Received, TransportFactory
 from gateway.users import BRIDGE_USER, Authenticator, UserStore
 
 log = logging.getLogger("fieldgate.broker")
@@ -350,6 +352,81 @@ class FieldgateBroker(Broker):
                 raise ProtocolViolation(f"unexpected packet type {kind} after CONNECT [MQTT-3.1.0-2]")
 
 
+class LocalTransport:
+    """The embedded bridge's connection to the engine, in the same process: the `Transport` contract of
+    `gateway.transport.MqttTransport`, without a socket or a second broker hop.
+
+    The bridge's session is an ordinary persistent engine session (client id `bridge.client_id`,
+    role gateway), so its queue is as durable as any client's. The engine talks to it as to any
+    `Link`, in encoded packets, on the event loop's thread; the bridge's calls cross over to that
+    thread with `call_soon_threadsafe`.
+    """
+
+    def __init__(self, engine: Engine, loop: asyncio.AbstractEventLoop, client_id: str,
+                 subscriptions: tuple[str, ...], on_message: Any, on_published: Any) -> None:
+        self.engine, self.loop, self.client_id = engine, loop, client_id
+        self.subscriptions = subscriptions
+        self._on_message, self._on_published = on_message, on_published
+        self._session: Session | None = None
+        self._ids = itertools.count(1)
+        self._connected = False
+
+    # Link, called by the engine on the loop thread.
+
+    def send(self, data: bytes) -> None:
+        first, body = codec.split(data)
+        kind = first >> 4
+        if kind == codec.PUBLISH:
+            p = codec.decode_publish(first & 0x0F, body)
+            self._on_message(Received(p.topic, p.payload, p.qos, p.packet_id or 0, 0))
+        elif kind == codec.PUBACK:
+            self._on_published(int.from_bytes(body[:2], "big"))
+
+    def close(self) -> None:
+        self._connected = False
+
+    # Transport, called by the bridge's threads.
+
+    def start(self, timeout: float) -> None:
+        asyncio.run_coroutine_threadsafe(self._attach(), self.loop).result(timeout)
+
+    async def _attach(self) -> None:
+        s, present = self.engine.attach(self.client_id, False, None, self, Identity(Role.gateway))
+        self._session = s
+        self.engine.subscribe(s, next(self._ids) % 65535 + 1, [(f, 1) for f in self.subscriptions])
+        self.engine.connack(s, present)
+        await self.engine.flush()
+        self._connected = True
+        log.info("bridge attached in process", extra={"ctx": {"client_id": self.client_id, "session_present": present}})
+
+    @property
+    def connected(self) -> bool:
+        return self._connected
+
+    def publish(self, topic: str, payload: bytes, *, retain: bool = False) -> int:
+        mid = next(self._ids) % 65535 + 1
+        self.loop.call_soon_threadsafe(self._publish, topic, payload, retain, mid)
+        return mid
+
+    def _publish(self, topic: str, payload: bytes, retain: bool, mid: int) -> None:
+        if self._session is not None and self._session.link is self:
+            self.engine.inbound_publish(self._session, topic, payload, 1, retain, mid)
+
+    def ack(self, message: Received) -> bool:
+        if self._session is None or not self._connected:
+            return False
+        self.loop.call_soon_threadsafe(self.engine.acknowledged, self._session, codec.PUBACK, message.mid)
+        return True
+
+    def stop(self) -> None:
+        def detach() -> None:
+            if self._session is not None and self._session.link is self:
+                self.engine.detach(self._session, graceful=True)
+
+        self._connected = False
+        self.loop.call_soon_threadsafe(detach)
+
+
 class EmbeddedBroker:
     """The engine and amqtt's listeners, started and stopped inside the caller's running event loop."""
 
@@ -390,6 +467,12 @@ class EmbeddedBroker:
         sockets = list(server.sockets)  # asyncio.Server and websockets' Server both have .sockets
         host, port = sockets[0].getsockname()[:2]
         return host, port
+
+    def local_transport(self) -> TransportFactory:
+        """The in-process transport for the embedded bridge (`bridge.in_process`)."""
+        loop = asyncio.get_running_loop()
+        return lambda on_message, on_published: LocalTransport(
+            self.engine, loop, self.settings.bridge.client_id, INBOUND_FILTERS, on_message, on_published)
 
     @property
     def bridge_url(self) -> BrokerUrl:

@@ -141,6 +141,14 @@ def decode_unsubscribe(flags: int, body: bytes) -> tuple[int, list[str]]:
     return pid, topics
 
 
+def split(packet: bytes) -> tuple[int, bytes]:
+    """(first byte, body) of one whole encoded packet."""
+    pos = 1
+    while packet[pos] & 0x80:
+        pos += 1
+    return packet[0], packet[pos + 1 :]
+
+
 def encode_publish(topic: str, payload: bytes, qos: int, retain: bool, dup: bool, packet_id: int | None) -> bytes:
     name = topic.encode("utf-8")
     head = 0x30 | (0x08 if dup else 0) | (qos << 1) | (0x01 if retain else 0)

@@ -62,6 +62,7 @@ class BrokerSettings(_Section):
 
 class BridgeSettings(_Section):
     client_id: str = Field(default="fieldgate-bridge", min_length=1, max_length=64)
+    in_process: bool = True
     task_retry_seconds: float = Field(default=30.0, gt=0)
     max_payload_bytes: int = Field(default=65536, ge=256)
     dead_letter_keep_bytes: int = Field(default=4096, ge=0)

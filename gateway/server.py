@@ -12,7 +12,7 @@ import logging
 import signal
 
 from gateway import dbfiles
-from gateway.bridge import Bridge
+from gateway.bridge import Bridge, over_mqtt
 from gateway.broker import EmbeddedBroker
 from gateway.config import Settings
 from gateway.store import db_path
@@ -36,7 +36,8 @@ async def _serve(settings: Settings) -> None:
         dbfiles.ensure_usable(settings.data_dir / name)
     broker = EmbeddedBroker(settings)
     await broker.start()
-    bridge = Bridge(settings, broker.bridge_url)
+    transport = broker.local_transport() if settings.bridge.in_process else over_mqtt(settings, broker.bridge_url)
+    bridge = Bridge(settings, transport)
     try:
         await asyncio.to_thread(bridge.start)
         bound = {name: "{}:{}".format(*broker.address(listener)) for name, listener in
@@ -62,7 +63,7 @@ def run_bridge(settings: Settings, url: BrokerUrl) -> None:
     async def main() -> None:
         stop = _stop_on_signals()
         dbfiles.ensure_usable(db_path(settings.data_dir))
-        bridge = Bridge(settings, url)
+        bridge = Bridge(settings, over_mqtt(settings, url))
         await asyncio.to_thread(bridge.start)
         log.info("fieldgate bridge ready", extra={"ctx": {"broker": str(url), "db": db_path(settings.data_dir)}})
         await stop.wait()

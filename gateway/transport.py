@@ -1,4 +1,10 @@
-"""The MQTT transport: the only module that imports paho-mqtt.
+"""The bridge's transports. `MqttTransport` is the only code that imports paho-mqtt.
+
+The bridge talks to its broker through the `Transport` contract below. Two implementations:
+`MqttTransport` (any MQTT 3.1.1 broker, over the network) and `gateway.broker.LocalTransport` (the
+embedded broker, in the same process: no socket, no second broker hop). Both deliver inbound
+messages unacknowledged and number outbound ones so their PUBACK can be matched.
+
 
 `MqttTransport` is a persistent-session (clean_session=False) MQTT 3.1.1 client that
 hands every inbound message to a callback *without* acknowledging it: the caller PUBACKs with
@@ -16,6 +22,7 @@ import logging
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol
 from urllib.parse import unquote, urlsplit
 
 import paho.mqtt.client as paho
@@ -56,6 +63,25 @@ class BrokerUrl:
 
     def __str__(self) -> str:
         return f"mqtt://{self.host}:{self.port}"
+
+
+class Transport(Protocol):
+    """What the bridge needs of a connection to its broker."""
+
+    def start(self, timeout: float) -> None: ...
+
+    @property
+    def connected(self) -> bool: ...
+
+    def publish(self, topic: str, payload: bytes, *, retain: bool = False) -> int: ...
+
+    def ack(self, message: Received) -> bool: ...
+
+    def stop(self) -> None: ...
+
+
+#: Builds a transport given the bridge's two callbacks: a message arrived, a publish was PUBACKed.
+TransportFactory = Callable[[Callable[["Received"], None], Callable[[int], None]], Transport]
 
 
 @dataclass(frozen=True)
@@ -179,3 +205,12 @@ class MqttTransport:
     def stop(self) -> None:
         self._client.disconnect()
         self._client.loop_stop()
+
+
+def mqtt_transport(url: BrokerUrl, client_id: str, *, keepalive: int, max_in_flight: int,
+                   subscriptions: tuple[str, ...]) -> TransportFactory:
+    """A factory of MqttTransports to `url`, for `Bridge`."""
+    return lambda on_message, on_published: MqttTransport(
+        url, client_id, keepalive=keepalive, max_in_flight=max_in_flight, subscriptions=subscriptions,
+        on_message=on_message, on_published=on_published,
+    )

@@ -78,6 +78,12 @@ def test_flow_through_embedded_broker(gateway, peers, ids):
     run_flow(gateway.port, peers, ids)
 
 
+def test_flow_through_embedded_broker_with_the_bridge_as_a_loopback_mqtt_client(spawn, peers, ids):
+    gw = spawn(config={"bridge": {"in_process": False}})
+    gw.wait_log("bridge connected broker=mqtt://127.0.0.1")
+    run_flow(gw.port, peers, ids)
+
+
 @pytest.mark.mosquitto
 def test_killed_bridge_loses_nothing_its_broker_queued(mosquitto, spawn, peers, ids, tmp_path):
     """The bridge's session is persistent and it PUBACKs only after committing: orders published while it is
