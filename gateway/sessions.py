@@ -51,6 +51,10 @@ log = logging.getLogger("fieldgate.broker")
 
 
 
+#: In-flight window of the embedded bridge's session: lets it commit large batches.
+GATEWAY_WINDOW = 1000
+
+
 class Link(Protocol):
     """What the session layer needs of a network connection."""
 
@@ -441,7 +445,13 @@ class Engine:
         self._pump(s)
 
     def _has_room(self, s: Session, size: int) -> bool:
-        """Apply max_queued_messages / max_queued_bytes; counted and logged, never silent."""
+        """Apply max_queued_messages / max_queued_bytes; counted and logged, never silent.
+
+        The embedded bridge's own session (role gateway) is not bounded: it is the gateway itself, and
+        what it has not consumed yet was already acknowledged to publishers. Its backlog shows in
+        `fieldgate sessions`."""
+        if s.identity.role == Role.gateway:
+            return True
         limits = self.settings
         full = (limits.max_queued_messages and s.pending() >= limits.max_queued_messages) or (
             limits.max_queued_bytes and s.pending_bytes + size > limits.max_queued_bytes
@@ -488,7 +498,7 @@ class Engine:
         link = s.link
         if link is None or not s.ready:
             return
-        window = self.settings.max_inflight_messages
+        window = GATEWAY_WINDOW if s.identity.role == Role.gateway else self.settings.max_inflight_messages
         now = self.clock()
         while s.queue and (window == 0 or len(s.inflight) < window):
             d = s.queue.popleft()
