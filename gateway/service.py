@@ -111,6 +111,10 @@ class Gateway:
         self.settings = settings
         self.clock = clock
         self.new_id = new_id
+        # Write-through caches of the couriers table (this Gateway is its only writer); cleared whenever
+        # a rollback may have undone what they remember.
+        self._seen: dict[str, float] = {}  # courier -> when "online, last seen" was last written
+        self._newest_tst: dict[str, int | None] = {}  # courier -> tst of its newest fix
 
     def now(self) -> datetime:
         """The clock as a UTC datetime, to the millisecond (what the store keeps)."""
@@ -126,10 +130,30 @@ class Gateway:
         the last is queued: a retained topic's subscribers only ever see the latest anyway.
         """
         out: list[Outgoing] = []
-        with self.store.transaction():
-            for message in messages:
-                out.extend(self._handle_one(message))
-            return self.store.enqueue(latest_retained(out), self.now())
+        try:
+            with self.store.transaction():
+                for message in messages:
+                    out.extend(self._handle_one(message))
+                return self.store.enqueue(latest_retained(out), self.now())
+        except BaseException:
+            self._forget_couriers()
+            raise
+
+    def _forget_couriers(self) -> None:
+        self._seen.clear()
+        self._newest_tst.clear()
+
+    def _heard_from(self, courier_id: str, now: datetime) -> None:
+        """The courier sent something, so it is online; its last-seen time is written at most once a second."""
+        stamp = now.timestamp()
+        if stamp - self._seen.get(courier_id, float("-inf")) >= 1.0:
+            self.store.touch_courier(courier_id, now)
+            self._seen[courier_id] = stamp
+
+    def _presence(self, courier_id: str, now: datetime, online: bool) -> None:
+        self.store.touch_courier(courier_id, now, online=online, presence=True)
+        self._seen.pop(courier_id, None)
+        log.info("courier presence", extra={"ctx": {"courier_id": courier_id, "online": online}})
 
     def _handle_one(self, message: Inbound) -> list[Outgoing]:
         now = self.now()
@@ -139,8 +163,10 @@ class Gateway:
             with self.store.savepoint():
                 return self._dispatch(route, message.payload, now)
         except Rejected as exc:
+            self._forget_couriers()
             return self._reject(route, message, exc, now)
         except Exception:
+            self._forget_couriers()
             log.exception("internal error while handling a message", extra={"ctx": {"topic": message.topic}})
             exc = Rejected(
                 "the gateway failed to process this message (internal error)",
@@ -199,7 +225,7 @@ class Gateway:
             case Kind.status:
                 assert route.courier_id is not None
                 update = parse(StatusUpdate, payload, max_bytes=limit)
-                self.store.touch_courier(route.courier_id, now)
+                self._heard_from(route.courier_id, now)
                 record = self._order(update.order_id, update.msg_id)
                 return self._apply(lifecycle.on_status(record, route.courier_id, update, now), now)
             case Kind.receipt:
@@ -208,9 +234,7 @@ class Gateway:
             case Kind.presence:
                 assert route.courier_id is not None
                 presence = parse(Presence, payload, max_bytes=limit)
-                self.store.touch_courier(route.courier_id, now, online=presence.online, presence=True)
-                log.info("courier presence", extra={"ctx": {"courier_id": route.courier_id,
-                                                            "online": presence.online}})
+                self._presence(route.courier_id, now, presence.online)
                 return []
             case Kind.gps | Kind.owntracks:
                 return self._location(route, payload, now)
@@ -251,7 +275,7 @@ class Gateway:
         """Mark tasks received; msg_ids the courier never got are refused, the others still count."""
         assert route.courier_id is not None
         receipt = parse(Receipt, payload, max_bytes=self.settings.max_payload_bytes)
-        self.store.touch_courier(route.courier_id, now)
+        self._heard_from(route.courier_id, now)
         changes, unknown = self.store.receive_tasks(route.courier_id, receipt.msg_ids, receipt.read, now)
         out: list[Outgoing] = []
         for msg_id, order_id, kind in changes:
@@ -274,20 +298,23 @@ class Gateway:
         if route.kind == Kind.owntracks:
             kind = _guess(payload, "_type")
             if kind == "lwt":
-                self.store.touch_courier(courier_id, now, online=False, presence=True)
-                log.info("courier presence", extra={"ctx": {"courier_id": courier_id, "online": False}})
+                self._presence(courier_id, now, False)
                 return []
             if kind in OWNTRACKS_IGNORED:
                 return []
         loc = parse(Location, payload, max_bytes=self.settings.max_payload_bytes)
-        self.store.touch_courier(courier_id, now)
+        self._heard_from(courier_id, now)
         if not self.store.add_fix(courier_id, route.device or "gps", loc, now):
             return []
         fix = Fix(lat=loc.lat, lon=loc.lon, tst=loc.tst, acc=loc.acc, vel=loc.vel, cog=loc.cog, batt=loc.batt)
-        newest = self.store.courier_fix(courier_id)
-        if newest is not None and fix.tst <= newest.tst:
+        if courier_id not in self._newest_tst:
+            newest = self.store.courier_fix(courier_id)
+            self._newest_tst[courier_id] = None if newest is None else newest.tst
+        newest_tst = self._newest_tst[courier_id]
+        if newest_tst is not None and fix.tst <= newest_tst:
             return []
         self.store.set_fix(courier_id, fix)
+        self._newest_tst[courier_id] = fix.tst
         located = CourierLocation(courier_id=courier_id, **fix.model_dump())
         out = [Outgoing(contract.courier_topic(courier_id, "location"), located.model_dump_json().encode(), True)]
         for record in self.store.active_orders_of(courier_id):
