@@ -115,7 +115,20 @@ class BrokerStore:
     # ------------------------------------------------------------------ write path
 
     def apply(self, batch: Batch) -> None:
-        """Write one batch in one transaction (the group commit)."""
+        """Write one batch in one transaction (the group commit).
+
+        A queue row inserted and acknowledged within the same batch — a subscriber that PUBACKed
+        before the commit — is never written at all, nor is a message no written queue row needs.
+        """
+        settled = set(batch.acked).intersection(q[0] for q in batch.queued)
+        if settled:
+            dead = set(batch.dead_messages)
+            born_dead = {m[0] for m in batch.messages} & dead
+            batch.queued = [q for q in batch.queued if q[0] not in settled]
+            batch.sent = [s for s in batch.sent if s[2] not in settled]
+            batch.acked = [a for a in batch.acked if a not in settled]
+            batch.messages = [m for m in batch.messages if m[0] not in born_dead]
+            batch.dead_messages = [d for d in batch.dead_messages if d not in born_dead]
         c = self.conn
         c.execute("BEGIN IMMEDIATE")
         try:
