@@ -17,10 +17,7 @@ broker's event loop (`gateway.sessions.Engine`), applied on one dedicated thread
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
-
-import sqlite_utils
 
 from gateway import dbfiles
 
@@ -73,22 +70,13 @@ class Snapshot:
     next_queue_id: int
 
 
-class BrokerStore:
+class BrokerStore(dbfiles.SqliteFile):
     """broker.db. Used from one thread at a time (the engine's writer thread)."""
 
-    def __init__(self, path: Path, *, synchronous: str = "FULL", readonly: bool = False) -> None:
-        self.path = path
-        self.conn = dbfiles.connect(path, readonly=readonly, synchronous=synchronous)
-        self.db = sqlite_utils.Database(self.conn)
-        if not readonly:
-            self._migrate()
-
-    def close(self) -> None:
-        self.conn.close()
+    SCHEMA_VERSION = SCHEMA_VERSION
 
     def _migrate(self) -> None:
         db = self.db
-        dbfiles.check_schema_version(db, self.path, SCHEMA_VERSION)
         db["sessions"].create(
             {"client_id": str, "clean": int, "connected": int, "last_seen": float, "will_topic": str,
              "will_payload": bytes, "will_qos": int, "will_retain": int, "dropped": int, "denied": int},

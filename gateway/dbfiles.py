@@ -107,6 +107,28 @@ def check_schema_version(db: sqlite_utils.Database, path: Path, version: int) ->
                          hint="Use the fieldgate version that wrote it, or move the file aside.")
 
 
+class SqliteFile:
+    """What both stores share: open the file (read-only, or for writing and then migrate it), close it."""
+
+    SCHEMA_VERSION = 1
+
+    def __init__(self, path: Path, *, readonly: bool = False, synchronous: str = "FULL") -> None:
+        self.path = path
+        self.readonly = readonly
+        self.conn = connect(path, readonly=readonly, synchronous=synchronous)
+        self.db = sqlite_utils.Database(self.conn)
+        if not readonly:
+            check_schema_version(self.db, path, self.SCHEMA_VERSION)
+            self._migrate()
+
+    def _migrate(self) -> None:
+        """Create the tables and indexes this file needs (idempotent)."""
+        raise NotImplementedError
+
+    def close(self) -> None:
+        self.conn.close()
+
+
 def vacuum(path: Path) -> tuple[int, int]:
     """VACUUM one file; (bytes before, bytes after)."""
     before = path.stat().st_size

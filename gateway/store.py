@@ -29,8 +29,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import sqlite_utils
-
 from gateway import dbfiles
 from gateway.lifecycle import Happening, OrderRecord, Outgoing
 from gateway.models import Fix, Location, Order, Status
@@ -57,25 +55,15 @@ class DueTask:
     attempts: int
 
 
-class Store:
+class Store(dbfiles.SqliteFile):
     """The gateway's SQLite database. Not thread-safe: one Store per thread."""
 
-    def __init__(self, path: Path, *, readonly: bool = False, synchronous: str = "FULL") -> None:
-        self.path = path
-        self.readonly = readonly
-        self.conn = dbfiles.connect(path, readonly=readonly, synchronous=synchronous)
-        self.db = sqlite_utils.Database(self.conn)
-        if not readonly:
-            self._migrate()
-
-    def close(self) -> None:
-        self.conn.close()
+    SCHEMA_VERSION = SCHEMA_VERSION
 
     # ------------------------------------------------------------------ schema
 
     def _migrate(self) -> None:
         db = self.db
-        dbfiles.check_schema_version(db, self.path, SCHEMA_VERSION)
         db["orders"].create(
             {
                 "order_id": str,
