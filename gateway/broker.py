@@ -263,6 +263,8 @@ class FieldgateBroker(Broker):
             refusal = (5, "not authorized: unknown user, wrong password, or anonymous where it is not allowed")
         elif will is not None and not acl.may_publish(identity, will[0]):
             refusal = (5, f"not authorized to publish its will on {will[0]}")
+        elif client_id == self.fg.bridge.client_id and self.fg.bridge.in_process and identity.role != Role.gateway:
+            refusal = (2, f"identifier rejected: client id {client_id!r} is the embedded bridge's")
         elif self.fg.broker.max_connections and len(self.links) >= self.fg.broker.max_connections:
             refusal = (3, f"server unavailable: broker.max_connections ({self.fg.broker.max_connections}) reached")
         if refusal is not None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 
 from conftest import DEADLINE, Peer, raw_connect, recv_exactly
+from test_external_broker import run_flow
 
 from gateway.codec import encode_publish, remaining_length
 
@@ -152,3 +153,10 @@ def test_protocol_violations_close_only_that_connection(gateway, peers, ids):
     pub = peers(gateway.port)
     pub.publish(topic, {"still": "serving"})
     bystander.wait_for(topic)
+
+
+def test_nobody_can_take_over_the_embedded_bridges_session(gateway, peers, ids):
+    sock, connack = raw_connect(gateway.port, "fieldgate-bridge", clean=False)
+    sock.close()
+    assert connack == b"\x20\x02\x00\x02"  # identifier rejected
+    run_flow(gateway.port, peers, ids)  # the embedded bridge still works
