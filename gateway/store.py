@@ -439,10 +439,6 @@ class Store(dbfiles.SqliteFile):
             )
         )
 
-    def last_event_id(self, order_id: str) -> int:
-        row = self.conn.execute("SELECT MAX(id) FROM order_events WHERE order_id = ?", (order_id,)).fetchone()
-        return row[0] or 0
-
     def events_since(self, order_id: str, after_id: int) -> list[dict[str, Any]]:
         return list(
             self.db.query(
