@@ -154,7 +154,8 @@ class OrderEvent(_Out):
     """On `shops/{shop_id}/orders`: something happened to one of the shop's orders."""
 
     kind: Literal[
-        "created", "updated", "assigned", "unassigned", "status", "delivered_to_courier", "read_by_courier"
+        "created", "updated", "assigned", "unassigned", "status", "delivered_to_courier", "read_by_courier",
+        "courier_offline", "courier_online",
     ]
     order_id: str
     status: Status

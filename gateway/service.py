@@ -114,6 +114,7 @@ class Gateway:
         # Write-through caches of the couriers table (this Gateway is its only writer); cleared whenever
         # a rollback may have undone what they remember.
         self._seen: dict[str, float] = {}  # courier -> when "online, last seen" was last written
+        self._online: dict[str, bool | None] = {}  # courier -> online as stored
         self._newest_tst: dict[str, int | None] = {}  # courier -> tst of its newest fix
 
     def now(self) -> datetime:
@@ -142,18 +143,41 @@ class Gateway:
     def _forget_couriers(self) -> None:
         self._seen.clear()
         self._newest_tst.clear()
+        self._online.clear()
 
-    def _heard_from(self, courier_id: str, now: datetime) -> None:
-        """The courier sent something, so it is online; its last-seen time is written at most once a second."""
+    def _was_online(self, courier_id: str) -> bool | None:
+        if courier_id not in self._online:
+            self._online[courier_id] = self.store.courier_online(courier_id)
+        return self._online[courier_id]
+
+    def _heard_from(self, courier_id: str, now: datetime) -> list[Outgoing]:
+        """The courier sent something, so it is online; its last-seen time is written at most once a second.
+        A courier back from offline is announced to the shops of its active orders."""
+        was = self._was_online(courier_id)
         stamp = now.timestamp()
-        if stamp - self._seen.get(courier_id, float("-inf")) >= 1.0:
+        if was is not True or stamp - self._seen.get(courier_id, float("-inf")) >= 1.0:
             self.store.touch_courier(courier_id, now)
             self._seen[courier_id] = stamp
+            self._online[courier_id] = True
+        return self._announce(courier_id, True, now) if was is False else []
 
-    def _presence(self, courier_id: str, now: datetime, online: bool) -> None:
+    def _presence(self, courier_id: str, now: datetime, online: bool) -> list[Outgoing]:
+        """A presence message or OwnTracks' last will; a change is announced to the shops of its active orders."""
+        was = self._was_online(courier_id)
         self.store.touch_courier(courier_id, now, online=online, presence=True)
         self._seen.pop(courier_id, None)
+        self._online[courier_id] = online
         log.info("courier presence", extra={"ctx": {"courier_id": courier_id, "online": online}})
+        return self._announce(courier_id, online, now) if was is not online and (was is not None or not online) else []
+
+    def _announce(self, courier_id: str, online: bool, now: datetime) -> list[Outgoing]:
+        """Tell the shop of each active order of this courier (timeline + OrderEvent) that it went on/offline."""
+        kind = "courier_online" if online else "courier_offline"
+        out: list[Outgoing] = []
+        for record in self.store.active_orders_of(courier_id):
+            happening = lifecycle.Happening(kind, record.status, f"courier:{courier_id}", courier_id=courier_id)
+            out.extend(self._apply(Outcome(record=record, happenings=[happening], state_changed=False), now))
+        return out
 
     def _handle_one(self, message: Inbound) -> list[Outgoing]:
         now = self.now()
@@ -225,17 +249,16 @@ class Gateway:
             case Kind.status:
                 assert route.courier_id is not None
                 update = parse(StatusUpdate, payload, max_bytes=limit)
-                self._heard_from(route.courier_id, now)
+                announced = self._heard_from(route.courier_id, now)
                 record = self._order(update.order_id, update.msg_id)
-                return self._apply(lifecycle.on_status(record, route.courier_id, update, now), now)
+                return announced + self._apply(lifecycle.on_status(record, route.courier_id, update, now), now)
             case Kind.receipt:
                 assert route.courier_id is not None
                 return self._receipt(route, payload, now)
             case Kind.presence:
                 assert route.courier_id is not None
                 presence = parse(Presence, payload, max_bytes=limit)
-                self._presence(route.courier_id, now, presence.online)
-                return []
+                return self._presence(route.courier_id, now, presence.online)
             case Kind.gps | Kind.owntracks:
                 return self._location(route, payload, now)
         raise AssertionError(f"unrouted kind {route.kind}")
@@ -275,9 +298,8 @@ class Gateway:
         """Mark tasks received; msg_ids the courier never got are refused, the others still count."""
         assert route.courier_id is not None
         receipt = parse(Receipt, payload, max_bytes=self.settings.max_payload_bytes)
-        self._heard_from(route.courier_id, now)
+        out = self._heard_from(route.courier_id, now)
         changes, unknown = self.store.receive_tasks(route.courier_id, receipt.msg_ids, receipt.read, now)
-        out: list[Outgoing] = []
         for msg_id, order_id, kind in changes:
             record = self.store.get_order(order_id)
             assert record is not None
@@ -298,13 +320,15 @@ class Gateway:
         if route.kind == Kind.owntracks:
             kind = _guess(payload, "_type")
             if kind == "lwt":
-                self._presence(courier_id, now, False)
-                return []
+                return self._presence(courier_id, now, False)
             if kind in OWNTRACKS_IGNORED:
                 return []
         loc = parse(Location, payload, max_bytes=self.settings.max_payload_bytes)
-        self._heard_from(courier_id, now)
-        if not self.store.add_fix(courier_id, route.device or "gps", loc, now):
+        return self._heard_from(courier_id, now) + self._fix(courier_id, route.device or "gps", loc, now)
+
+    def _fix(self, courier_id: str, device: str, loc: Location, now: datetime) -> list[Outgoing]:
+        """Store a fix; if it is the courier's newest, retain it and copy it into its active orders' state."""
+        if not self.store.add_fix(courier_id, device, loc, now):
             return []
         fix = Fix(lat=loc.lat, lon=loc.lon, tst=loc.tst, acc=loc.acc, vel=loc.vel, cog=loc.cog, batt=loc.batt)
         if courier_id not in self._newest_tst:

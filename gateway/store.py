@@ -331,6 +331,11 @@ class Store(dbfiles.SqliteFile):
             (courier_id, int(online), stamp if presence else None, stamp if online else None),
         )
 
+    def courier_online(self, courier_id: str) -> bool | None:
+        """Whether the courier is online (None: never heard of, or no presence known)."""
+        row = self.conn.execute("SELECT online FROM couriers WHERE courier_id = ?", (courier_id,)).fetchone()
+        return None if row is None or row[0] is None else bool(row[0])
+
     def courier_fix(self, courier_id: str) -> Fix | None:
         row = self.conn.execute("SELECT fix_json FROM couriers WHERE courier_id = ?", (courier_id,)).fetchone()
         return None if row is None or row[0] is None else Fix.model_validate_json(row[0])

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from conftest import GatewayProcess, Peer, order
+from conftest import GatewayProcess, Peer, order, raw_connect
 
 from gateway.store import Store, db_path
 
@@ -235,3 +235,21 @@ def test_serve_stops_cleanly_on_sigint_and_sigterm(spawn):
         gw = spawn()
         assert gw.stop(sig) == 0
         assert gw.log_has("stopped")
+
+
+def test_shops_see_their_courier_go_offline_and_come_back(gateway, peers, ids):
+    oid, shop, courier = ids("A"), ids("shop"), ids("c")
+    terminal = peers(gateway.port, subscribe=(f"shops/{shop}/orders",))
+    terminal.publish("orders/in", order(order_id=oid, shop_id=shop, courier_id=courier))
+    terminal.wait_for(f"shops/{shop}/orders", lambda e: e["kind"] == "assigned")
+    will = (f"couriers/{courier}/presence", b'{"online": false}', 1, True)
+    phone, _ = raw_connect(gateway.port, ids("phone"), will=will)
+    peers(gateway.port).publish(f"couriers/{courier}/presence", {"online": True}, retain=True)
+    phone.close()  # the phone drops out of coverage: its will says offline
+
+    [gone] = terminal.wait_for(f"shops/{shop}/orders", lambda e: e["kind"] == "courier_offline")
+    assert gone["courier_id"] == courier and gone["order_id"] == oid
+    peers(gateway.port).publish(f"couriers/{courier}/gps", {"_type": "location", "lat": 1, "lon": 2, "tst": 9})
+    terminal.wait_for(f"shops/{shop}/orders", lambda e: e["kind"] == "courier_online")
+    kinds = [e["kind"] for e in store_of(gateway).timeline(oid)]
+    assert "courier_offline" in kinds and kinds.index("courier_offline") < kinds.index("courier_online")
