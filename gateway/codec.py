@@ -109,36 +109,34 @@ def decode_packet_id(flags: int, expected_flags: int, body: bytes, name: str) ->
     return _packet_id(body, 0)
 
 
-def decode_subscribe(flags: int, body: bytes) -> tuple[int, list[tuple[str, int]]]:
+def _filter_list(flags: int, body: bytes, name: str, rule: str, with_qos: bool) -> tuple[int, list[tuple[str, int]]]:
+    """Packet id and (filter, requested QoS) pairs of a SUBSCRIBE, or (filter, 0) of an UNSUBSCRIBE."""
     if flags != 0x02:
-        raise ProtocolViolation("SUBSCRIBE flags must be 0010 [MQTT-3.8.1-1]")
+        raise ProtocolViolation(f"{name} flags must be 0010 [{rule}]")
     pid = _packet_id(body, 0)
     pos, topics = 2, []
     while pos < len(body):
         topic, pos = _string(body, pos)
-        if pos >= len(body):
-            raise ProtocolViolation("SUBSCRIBE topic without QoS byte")
-        qos = body[pos]
-        if qos > 2:
-            raise ProtocolViolation("SUBSCRIBE requested QoS > 2 [MQTT-3.8.3-4]")
+        qos = 0
+        if with_qos:
+            if pos >= len(body):
+                raise ProtocolViolation("SUBSCRIBE topic without QoS byte")
+            qos, pos = body[pos], pos + 1
+            if qos > 2:
+                raise ProtocolViolation("SUBSCRIBE requested QoS > 2 [MQTT-3.8.3-4]")
         topics.append((topic, qos))
-        pos += 1
     if not topics:
-        raise ProtocolViolation("SUBSCRIBE without topic filters [MQTT-3.8.3-3]")
+        raise ProtocolViolation(f"{name} without topic filters")
     return pid, topics
+
+
+def decode_subscribe(flags: int, body: bytes) -> tuple[int, list[tuple[str, int]]]:
+    return _filter_list(flags, body, "SUBSCRIBE", "MQTT-3.8.1-1", with_qos=True)
 
 
 def decode_unsubscribe(flags: int, body: bytes) -> tuple[int, list[str]]:
-    if flags != 0x02:
-        raise ProtocolViolation("UNSUBSCRIBE flags must be 0010 [MQTT-3.10.1-1]")
-    pid = _packet_id(body, 0)
-    pos, topics = 2, []
-    while pos < len(body):
-        topic, pos = _string(body, pos)
-        topics.append(topic)
-    if not topics:
-        raise ProtocolViolation("UNSUBSCRIBE without topic filters [MQTT-3.10.3-2]")
-    return pid, topics
+    pid, topics = _filter_list(flags, body, "UNSUBSCRIBE", "MQTT-3.10.1-1", with_qos=False)
+    return pid, [topic for topic, _ in topics]
 
 
 def split(packet: bytes) -> tuple[int, bytes]:
