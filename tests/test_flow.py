@@ -59,6 +59,7 @@ def test_republished_order_creates_nothing_twice(gateway, peers, ids):
     phone.wait_for(f"couriers/{courier}/tasks")
     phone.publish(f"couriers/{courier}/status", {"order_id": oid, "status": "picked_up"})
     ordersys.wait_for("ordersys/acks", lambda a: a["order_id"] == oid and a["kind"] == "status_changed")
+    terminal.wait_for(f"shops/{shop}/orders", lambda e: e["kind"] == "status")  # its own connection: may lag
 
     assert len(ordersys.on("ordersys/acks", lambda a: a["order_id"] == oid and a["kind"] == "accepted")) == 1
     assert len(phone.on(f"couriers/{courier}/tasks")) == 1
