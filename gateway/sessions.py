@@ -96,6 +96,8 @@ class Session:
     identity: Identity = field(default_factory=lambda: Identity(Role.local))
     link: Link | None = None
     ready: bool = False  # CONNACK sent: deliveries may flow
+    window: int = 20  # most deliveries in flight (0: no limit); set at attach
+    bounded: bool = True  # subject to max_queued_messages / max_queued_bytes; set at attach
     will: tuple[str, bytes, int, bool] | None = None
     last_seen: float = 0.0
     pending_bytes: int = 0
@@ -323,6 +325,12 @@ class Engine:
         else:
             s, present = old, True
         s.link, s.will, s.ready, s.last_seen, s.identity = link, will, False, self.clock(), identity
+        # The embedded bridge's own session is the gateway itself: what it has not consumed yet was already
+        # acknowledged to publishers, so it is not bounded (its backlog shows in `fieldgate sessions`), and a
+        # wide window lets it commit large batches.
+        own = identity.role == Role.gateway
+        s.window = GATEWAY_WINDOW if own else self.settings.max_inflight_messages
+        s.bounded = not own
         if present and s.subscriptions:
             self._drop_forbidden_subscriptions(s)
         if s.persistent or will is not None:
@@ -453,26 +461,21 @@ class Engine:
         s.pending_bytes += len(msg.payload)
         self._pump(s)
 
-    def _has_room(self, s: Session, size: int) -> bool:
-        """Apply max_queued_messages / max_queued_bytes; counted and logged, never silent.
-
-        The embedded bridge's own session (role gateway) is not bounded: it is the gateway itself, and
-        what it has not consumed yet was already acknowledged to publishers. Its backlog shows in
-        `fieldgate sessions`."""
-        if s.identity.role == Role.gateway:
-            return True
+    def _full(self, s: Session, size: int) -> bool:
+        """Would one more delivery of `size` bytes break max_queued_messages or max_queued_bytes?"""
         limits = self.settings
-        full = (limits.max_queued_messages and s.pending() >= limits.max_queued_messages) or (
-            limits.max_queued_bytes and s.pending_bytes + size > limits.max_queued_bytes
-        )
-        if not full:
+        return bool((limits.max_queued_messages and s.pending() >= limits.max_queued_messages)
+                    or (limits.max_queued_bytes and s.pending_bytes + size > limits.max_queued_bytes))
+
+    def _has_room(self, s: Session, size: int) -> bool:
+        """Apply the queue bounds to bounded sessions, by queue_full_policy; counted and logged, never silent."""
+        if not s.bounded or not self._full(s, size):
             return True
-        if limits.queue_full_policy == "drop_oldest" and s.queue:
-            while s.queue and (
-                (limits.max_queued_messages and s.pending() >= limits.max_queued_messages)
-                or (limits.max_queued_bytes and s.pending_bytes + size > limits.max_queued_bytes)
-            ):
-                self._release(s, s.queue.popleft())
+        if self.settings.queue_full_policy == "drop_oldest" and s.queue:
+            while s.queue and self._full(s, size):
+                dropped = s.queue.popleft()
+                s.pending_bytes -= len(dropped.message.payload)
+                self._release(s, dropped)
                 self._count_drop(s, "oldest")
             return True
         self._count_drop(s, "newest")
@@ -507,7 +510,7 @@ class Engine:
         link = s.link
         if link is None or not s.ready:
             return
-        window = GATEWAY_WINDOW if s.identity.role == Role.gateway else self.settings.max_inflight_messages
+        window = s.window
         now = self.clock()
         while s.queue and (window == 0 or len(s.inflight) < window):
             d = s.queue.popleft()

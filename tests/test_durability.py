@@ -231,3 +231,14 @@ def test_qos2_delivery_resumes_at_pubrel_with_the_same_packet_id_after_sigkill(s
     assert recv_exactly(again, 4) == b"\x62\x02" + pid  # the PUBREL again, not the PUBLISH
     again.sendall(b"\x70\x02" + pid)  # PUBCOMP
     again.close()
+
+
+def test_drop_oldest_under_a_byte_bound_keeps_as_many_newest_messages_as_fit(spawn, peers):
+    gw = spawn(config={"broker": {"max_queued_bytes": 100, "queue_full_policy": "drop_oldest"}})
+    Peer(gw.port, "bytes-bound", clean_session=False, subscribe=("bytes/#",)).close()
+    publisher = peers(gw.port)
+    for n in range(20):
+        publisher.publish("bytes/x", {"n": n + 10})  # 9 bytes each: 11 fit in 100
+    back = peers(gw.port, "bytes-bound", clean_session=False)
+    back.wait_for("bytes/x", lambda m: m["n"] == 29)
+    assert [m.json()["n"] for m in back.messages] == list(range(19, 30))
