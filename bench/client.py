@@ -1,6 +1,6 @@
 """The benchmark's MQTT client: the same minimal asyncio MQTT 3.1.1 client against every broker.
 
-Light on purpose (no threads, whole packets, gateway.codec's encoders), so the brokers — not the
+Light on purpose (no threads, whole packets, gateway.broker.codec's encoders), so the brokers — not the
 harness — are what the figures measure. Every payload starts with the send time in nanoseconds.
 """
 
@@ -12,7 +12,7 @@ import struct
 import time
 from collections.abc import Callable
 
-from gateway import codec
+from gateway.broker import codec
 
 PAYLOAD_BYTES = 200
 

@@ -22,7 +22,7 @@ from pathlib import Path
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
 
-from gateway.broker_store import Batch, BrokerStore, SessionRow
+from gateway.broker.store import Batch, BrokerStore, SessionRow
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"

@@ -1,40 +1,80 @@
-"""What every command shares: the --config/--data-dir options, opening the store, the console."""
+"""What every command shares: the --config/--data-dir/--verbose options, opening the store, the console,
+and the rendering of lists (tables readable at 80 columns, or --json for scripts)."""
 
 from __future__ import annotations
 
+import json
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.table import Table
 
 from gateway.config import Settings, load_settings
-from gateway.store import Store, db_path
+from gateway.store import datadir
+from gateway.store.tables import Store, db_path
 
 console = Console(highlight=False)
 errors = Console(stderr=True, highlight=False, soft_wrap=True)
 
 ConfigOpt = Annotated[
     Path | None,
-    typer.Option("--config", "-c", help="broker.yaml to read [default: $FIELDGATE_CONFIG, else ./broker.yaml]",
-                 dir_okay=False),
+    typer.Option("--config", "-c", help="broker.yaml to read [default: $FIELDGATE_CONFIG, else ./broker.yaml, "
+                 "~/.config/fieldgate/broker.yaml, /etc/fieldgate/broker.yaml]", dir_okay=False),
 ]
 DataDirOpt = Annotated[
     Path | None,
     typer.Option("--data-dir", "-d", help="where fieldgate.db lives [default: $FIELDGATE_DATA_DIR, else the "
-                 "config's storage.data_dir]", file_okay=False),
+                 "config's storage.data_dir, else ~/.local/share/fieldgate]", file_okay=False),
 ]
+VerboseOpt = Annotated[bool, typer.Option("--verbose", "-v", help="say which config and data directory are used")]
+InitOpt = Annotated[bool, typer.Option("--init", help="create the database if the data directory has none")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="one JSON object per line, for scripts")]
+WideOpt = Annotated[bool, typer.Option("--wide", help="every column, however wide the table gets")]
 
 
-def settings(config: Path | None, data_dir: Path | None, port: int | None = None, *,
-             no_anonymous: bool = False) -> Settings:
-    return load_settings(config, data_dir=data_dir, port=port, no_anonymous=no_anonymous)
+@dataclass
+class Used:
+    """What this invocation resolved, so an error can say which data directory it concerned."""
+
+    settings: Settings | None = None
 
 
-def open_store(config: Path | None, data_dir: Path | None) -> Store:
-    """The gateway's database, read-only: safe while `fieldgate serve` writes it."""
-    return Store(db_path(settings(config, data_dir).data_dir), readonly=True)
+used = Used()
+
+
+def settings(config: Path | None, data_dir: Path | None, verbose: bool = False, **overrides: Any) -> Settings:
+    """Load the settings once per command; with --verbose, say where config and data come from."""
+    s = load_settings(config, data_dir=data_dir, **overrides)
+    used.settings = s
+    if verbose:
+        errors.print(f"config: {s.config_path or 'none found (built-in defaults)'}")
+        errors.print(f"data directory: {s.data_dir} ({s.data_dir_origin})")
+    return s
+
+
+def where() -> str | None:
+    """'data directory X (from …)', for error messages, once a command has resolved it."""
+    s = used.settings
+    return None if s is None else f"data directory {s.data_dir} ({s.data_dir_origin})"
+
+
+def read_store(s: Settings) -> Store:
+    """The gateway's database, read-only: safe while `fieldgate serve` writes it; never creates a file."""
+    return Store(db_path(s.data_dir), readonly=True)
+
+
+def write_store(s: Settings, *, init: bool = False) -> Store:
+    """The gateway's database for writing; a missing one is created only with --init."""
+    return Store(db_path(s.data_dir), synchronous=s.storage.synchronous.upper(), create=init)
+
+
+def gateway_pid(s: Settings) -> str | None:
+    return datadir.holder(s.data_dir)
 
 
 def when(stamp: str | None) -> str:
@@ -51,3 +91,40 @@ def ago(stamp: str | None) -> str:
         if seconds >= size:
             return f"{seconds // size}{unit} ago"
     return f"{max(seconds, 0)}s ago"
+
+
+@dataclass(frozen=True)
+class Column:
+    """One column of a list command: its header, how to show a row, and whether it is only for --wide."""
+
+    header: str
+    cell: Callable[[dict[str, Any]], str]
+    wide_only: bool = False
+    justify: str = "left"
+
+
+def show_rows(rows: Sequence[dict[str, Any]], columns: Iterable[Column], *, title: str, empty: str,
+              as_json: bool = False, wide: bool = False, note: str | None = None) -> None:
+    """Print a list: one JSON object per line (--json), or a table that fits 80 columns (all columns with --wide).
+
+    Headers never wrap or get cut (they are chosen short); long cells wrap within their column.
+    """
+    if as_json:
+        for row in rows:
+            print(json.dumps(row, default=str, ensure_ascii=False))
+        return
+    if not rows:
+        console.print(empty)
+        return
+    table = Table(title=title, expand=False)
+    shown = [c for c in columns if wide or not c.wide_only]
+    for c in shown:
+        table.add_column(c.header, justify=c.justify, overflow="fold", min_width=len(c.header))  # type: ignore[arg-type]
+    for row in rows:
+        table.add_row(*(c.cell(row) for c in shown))
+    if wide:
+        Console(width=max(console.width, 400), highlight=False).print(table)
+    else:
+        console.print(table)
+    if note:
+        console.print(note)

@@ -6,23 +6,21 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import typer
-from rich.table import Table
 
-from cli.common import ConfigOpt, DataDirOpt, ago, console, settings
-from gateway import dbfiles
-from gateway.broker_store import BrokerStore
-from gateway.errors import StoreError
+from cli.common import Column, ConfigOpt, DataDirOpt, JsonOpt, VerboseOpt, WideOpt, ago, console, settings, show_rows
+from gateway.broker.store import DB_NAME as BROKER_DB
+from gateway.broker.store import BrokerStore
+from gateway.store import datadir, sqlite
 
 app = typer.Typer(help="Check and compact the SQLite files.", no_args_is_help=True)
 
 
-def _files(config: Path | None, data_dir: Path | None) -> list[Path]:
-    directory = settings(config, data_dir).data_dir
-    return [directory / name for name in dbfiles.APPLICATION_IDS]
+def _files(data_dir: Path) -> list[Path]:
+    return [data_dir / name for name in sqlite.APPLICATION_IDS]
 
 
 @app.command("check")
-def check_cmd(config: ConfigOpt = None, data_dir: DataDirOpt = None) -> None:
+def check_cmd(config: ConfigOpt = None, data_dir: DataDirOpt = None, verbose: VerboseOpt = False) -> None:
     """Check fieldgate.db and broker.db (PRAGMA quick_check, and that they are fieldgate's). Exit 1 if not.
 
     Safe while the gateway runs. `fieldgate serve` runs the same check at start and moves a bad file aside.
@@ -32,8 +30,8 @@ def check_cmd(config: ConfigOpt = None, data_dir: DataDirOpt = None) -> None:
         fieldgate db check --data-dir ./data
     """
     bad = False
-    for path in _files(config, data_dir):
-        result = dbfiles.check(path)
+    for path in _files(settings(config, data_dir, verbose).data_dir):
+        result = sqlite.check(path)
         state = "missing (created at start)" if not path.exists() else "ok" if result.ok else result.problem
         console.print(f"{path}: {'[green]' if result.ok else '[red]'}{state}[/]")
         bad |= not result.ok
@@ -42,37 +40,46 @@ def check_cmd(config: ConfigOpt = None, data_dir: DataDirOpt = None) -> None:
 
 
 @app.command("vacuum")
-def vacuum_cmd(config: ConfigOpt = None, data_dir: DataDirOpt = None) -> None:
-    """Compact fieldgate.db and broker.db (SQLite VACUUM). Stop the gateway first: VACUUM needs it idle.
+def vacuum_cmd(config: ConfigOpt = None, data_dir: DataDirOpt = None, verbose: VerboseOpt = False) -> None:
+    """Compact fieldgate.db and broker.db (SQLite VACUUM). Refuses while a gateway runs on the directory:
+    VACUUM needs it stopped (and holds it, so none starts meanwhile).
 
     Example:
 
         fieldgate db vacuum --data-dir ./data
     """
-    for path in _files(config, data_dir):
-        if path.exists():
-            before, after = dbfiles.vacuum(path)
-            console.print(f"{path}: {before:,} → {after:,} bytes")
+    directory = settings(config, data_dir, verbose).data_dir
+    with datadir.exclusive(directory):
+        for path in _files(directory):
+            if path.exists():
+                before, after = sqlite.vacuum(path)
+                console.print(f"{path}: {before:,} → {after:,} bytes")
 
 
-def sessions_cmd(config: ConfigOpt = None, data_dir: DataDirOpt = None) -> None:
-    """List the embedded broker's sessions: connected or not, subscriptions, queued messages, drops.
+def sessions_cmd(as_json: JsonOpt = False, wide: WideOpt = False, config: ConfigOpt = None,
+                 data_dir: DataDirOpt = None, verbose: VerboseOpt = False) -> None:
+    """List the embedded broker's sessions: connected or not, queued and unacknowledged messages, messages
+    dropped (queue full), publishes and subscriptions denied, publishes outside the topic contract.
 
     Example:
 
         fieldgate sessions --data-dir ./data
     """
-    path = settings(config, data_dir).data_dir / "broker.db"
-    if not path.exists():
-        raise StoreError(f"no broker database at {path}", hint="Is this the data dir of `fieldgate serve`?")
-    rows = BrokerStore(path, readonly=True).sessions_report()
-    table = Table("client id", "connected", "kind", "last seen", "subscriptions", "queued", "queued bytes",
-                  "sent, no PUBACK", "dropped", "denied", title="broker sessions")
+    rows = BrokerStore(settings(config, data_dir, verbose).data_dir / BROKER_DB, readonly=True).sessions_report()
     for row in rows:
-        seen = datetime.fromtimestamp(row["last_seen"], UTC).isoformat()
-        table.add_row(row["client_id"], "[green]yes[/]" if row["connected"] else "no",
-                      "clean" if row["clean"] else "persistent", ago(seen), str(row["subscriptions"]),
-                      str(row["queued"]), f"{row['queued_bytes']:,}", str(row["sent_unacked"]),
-                      f"[red]{row['dropped']}[/]" if row["dropped"] else "0",
-                      f"[yellow]{row['denied']}[/]" if row["denied"] else "0")
-    console.print(table if rows else "no sessions")
+        row["last_seen"] = datetime.fromtimestamp(row["last_seen"], UTC).isoformat()
+        row["clean"], row["connected"] = bool(row["clean"]), bool(row["connected"])
+    show_rows(rows, [
+        Column("client id", lambda r: r["client_id"]),
+        Column("up", lambda r: "[green]yes[/]" if r["connected"] else "no"),
+        Column("kind", lambda r: "clean" if r["clean"] else "persistent", wide_only=True),
+        Column("seen", lambda r: ago(r["last_seen"])),
+        Column("subs", lambda r: str(r["subscriptions"]), justify="right", wide_only=True),
+        Column("queued", lambda r: str(r["queued"]), justify="right"),
+        Column("bytes", lambda r: f"{r['queued_bytes']:,}", justify="right", wide_only=True),
+        Column("unacked", lambda r: str(r["sent_unacked"]), justify="right"),
+        Column("dropped", lambda r: f"[red]{r['dropped']}[/]" if r["dropped"] else "0", justify="right"),
+        Column("denied", lambda r: f"[yellow]{r['denied']}[/]" if r["denied"] else "0", justify="right"),
+        Column("stray", lambda r: f"[yellow]{r['off_contract']}[/]" if r["off_contract"] else "0", justify="right"),
+    ], title="broker sessions", empty="no sessions", as_json=as_json, wide=wide,
+        note="stray: publishes to topics outside the topic contract (see the log for which)")

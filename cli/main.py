@@ -1,17 +1,20 @@
 """The `fieldgate` app: registers every command group; `run` is the console script.
 
-Errors are translated here, once: a FieldgateError prints its message and hint and exits 1.
+Errors are printed here, once: every exception is translated into the error tree
+(`gateway.errors.translate`) and printed as its message and hint, exit code 1.
 """
 
 from __future__ import annotations
 
 import sys
+import traceback
 
 import typer
+from rich.markup import escape
 
 from cli import certs, couriers, db, orders, schemas, serve, stats, users
-from cli.common import errors
-from gateway.errors import FieldgateError
+from cli.common import errors, used, where
+from gateway.errors import translate
 
 app = typer.Typer(
     name="fieldgate",
@@ -34,16 +37,28 @@ app.add_typer(certs.app, name="certs")
 
 
 def run(argv: list[str] | None = None) -> int:
-    """Run a command; print a FieldgateError as `error: … / hint: …`. Returns the exit code."""
+    """Run a command; print any error as `error: …` / `hint: …` (and the data directory it concerned).
+    Returns the exit code: 0, 1 for errors, 2 for usage errors."""
+    used.settings = None
     try:
         app(args=argv, prog_name="fieldgate")
-    except FieldgateError as exc:
-        errors.print(f"[red]error:[/] {exc.message}")
-        if exc.hint:
-            errors.print(f"[dim]hint:[/] {exc.hint}")
-        return 1
     except SystemExit as exc:  # typer's own exit: help, usage errors, typer.Exit
         return exc.code if isinstance(exc.code, int) else 0
+    except KeyboardInterrupt:
+        return 130
+    except Exception as exc:
+        error = translate(exc)
+        if error is None:
+            errors.print(f"[red]error:[/] internal error: {escape(f'{type(exc).__name__}: {exc}')}")
+            errors.print("[dim]hint:[/] This is a fieldgate bug; please report it with the traceback below.")
+            errors.print("".join(traceback.format_exception(exc)), markup=False)
+            return 1
+        errors.print(f"[red]error:[/] {escape(error.message)}")
+        if error.hint:
+            errors.print(f"[dim]hint:[/] {escape(error.hint)}")
+        if (place := where()) is not None:
+            errors.print(f"[dim]{escape(place)}[/]")
+        return 1
     return 0
 
 

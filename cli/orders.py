@@ -1,27 +1,47 @@
-"""fieldgate orders list / show, and fieldgate track."""
+"""fieldgate orders list / show / purge / assign / packed / cancel, and fieldgate track."""
 
 from __future__ import annotations
 
 import json
 import time
 from datetime import UTC, datetime
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
-from rich.table import Table
 
-from cli.common import ConfigOpt, DataDirOpt, ago, console, open_store, settings, when
-from gateway.errors import StoreError
-from gateway.lifecycle import FINAL
-from gateway.models import Status
-from gateway.store import Store, db_path
+from cli.common import (
+    Column,
+    ConfigOpt,
+    DataDirOpt,
+    JsonOpt,
+    VerboseOpt,
+    WideOpt,
+    ago,
+    console,
+    gateway_pid,
+    read_store,
+    settings,
+    show_rows,
+    when,
+    write_store,
+)
+from gateway.core.lifecycle import FINAL
+from gateway.core.models import ShopCommand, Status
+from gateway.errors import FieldgateError, StoreError
 
-app = typer.Typer(help="Look at orders.", no_args_is_help=True)
+app = typer.Typer(help="Look at orders, and act on them as an operator.", no_args_is_help=True)
+
+#: How long an operator command waits for the running gateway to apply it.
+COMMAND_TIMEOUT = 15.0
 
 
 def _status_text(status: str) -> str:
     style = {"delivered": "green", "failed": "red", "cancelled": "dim", "exception": "yellow"}.get(status, "cyan")
     return f"[{style}]{status}[/]"
+
+
+def _items(order: dict[str, Any]) -> str:
+    return ", ".join(f"{i['qty']}x {i['name']}" for i in order["items"])
 
 
 @app.command("list")
@@ -30,8 +50,11 @@ def list_cmd(
     shop: Annotated[str | None, typer.Option(help="only this shop's orders")] = None,
     courier: Annotated[str | None, typer.Option(help="only orders of this courier")] = None,
     limit: Annotated[int, typer.Option(min=1, help="most rows to show, newest first")] = 50,
+    as_json: JsonOpt = False,
+    wide: WideOpt = False,
     config: ConfigOpt = None,
     data_dir: DataDirOpt = None,
+    verbose: VerboseOpt = False,
 ) -> None:
     """List orders, most recently changed first.
 
@@ -39,16 +62,23 @@ def list_cmd(
 
         fieldgate orders list --status en_route --shop rose
     """
-    store = open_store(config, data_dir)
-    rows = store.list_orders(status=status.value if status else None, shop_id=shop, courier_id=courier,
-                             limit=limit)
-    table = Table("order", "shop", "courier", "status", "recipient", "items", "updated", title="orders")
+    store = read_store(settings(config, data_dir, verbose))
+    rows, total = store.list_orders(status=status.value if status else None, shop_id=shop, courier_id=courier,
+                                    limit=limit)
     for row in rows:
-        order = json.loads(row["order_json"])
-        items = ", ".join(f"{i['qty']}x {i['name']}" for i in order["items"])
-        table.add_row(row["order_id"], row["shop_id"], row["courier_id"] or "-", _status_text(row["status"]),
-                      order["recipient"]["name"], items, ago(row["updated_at"]))
-    console.print(table if rows else "no orders match")
+        order = json.loads(row.pop("order_json"))
+        row.update(recipient=order["recipient"]["name"], items=_items(order))
+    show_rows(rows, [
+        Column("order", lambda r: r["order_id"]),
+        Column("shop", lambda r: r["shop_id"]),
+        Column("courier", lambda r: r["courier_id"] or "-"),
+        Column("status", lambda r: _status_text(r["status"])),
+        Column("recipient", lambda r: r["recipient"], wide_only=True),
+        Column("items", lambda r: r["items"], wide_only=True),
+        Column("created", lambda r: when(r["created_at"]), wide_only=True),
+        Column("changed", lambda r: ago(r["updated_at"])),
+    ], title="orders", empty="no orders match", as_json=as_json, wide=wide,
+        note=f"showing {len(rows)} of {total}; --limit shows more" if total > len(rows) else None)
 
 
 @app.command("show")
@@ -56,6 +86,7 @@ def show_cmd(
     order_id: Annotated[str, typer.Argument(help="the order's order_id")],
     config: ConfigOpt = None,
     data_dir: DataDirOpt = None,
+    verbose: VerboseOpt = False,
 ) -> None:
     """Show one order and its timeline: every event, rejection and receipt, oldest first.
 
@@ -63,7 +94,7 @@ def show_cmd(
 
         fieldgate orders show A1001
     """
-    store = open_store(config, data_dir)
+    store = read_store(settings(config, data_dir, verbose))
     record = store.get_order(order_id)
     if record is None:
         raise StoreError(f"no order {order_id!r} in {store.path}", hint="List orders with `fieldgate orders list`.")
@@ -78,11 +109,14 @@ def show_cmd(
         console.print(f"notes: {o.notes}")
     if record.location:
         console.print(f"last fix {record.location.lat:.5f},{record.location.lon:.5f} (tst {record.location.tst})")
-    table = Table("at (UTC)", "event", "status", "by", "courier", "reason", title="timeline")
-    for e in store.timeline(order_id):
-        table.add_row(when(e["at"]), e["kind"], e["status"] or "", e["actor"] or "", e["courier_id"] or "",
-                      e["reason"] or "")
-    console.print(table)
+    show_rows(store.timeline(order_id), [
+        Column("at (UTC)", lambda e: when(e["at"])),
+        Column("event", lambda e: e["kind"]),
+        Column("status", lambda e: e["status"] or ""),
+        Column("by", lambda e: e["actor"] or ""),
+        Column("courier", lambda e: e["courier_id"] or ""),
+        Column("reason", lambda e: e["reason"] or ""),
+    ], title="timeline", empty="no events")
 
 
 @app.command("purge")
@@ -91,6 +125,7 @@ def purge_cmd(
                                              formats=["%Y-%m-%d", "%Y-%m-%dT%H:%M:%S"])],
     config: ConfigOpt = None,
     data_dir: DataDirOpt = None,
+    verbose: VerboseOpt = False,
 ) -> None:
     """Remove personal data older than a date: recipient, phone, address and notes of orders that ended
     before it (and of their tasks), raw payloads of dead letters and GPS fixes received before it.
@@ -101,11 +136,79 @@ def purge_cmd(
 
         fieldgate orders purge --before 2026-05-01
     """
-    store = Store(db_path(settings(config, data_dir).data_dir))
+    store = write_store(settings(config, data_dir, verbose))
     with store.transaction():
         counts = store.purge_personal_data(before.replace(tzinfo=UTC))
     console.print(f"purged {counts['orders']} orders, {counts['dead_letters']} dead-letter payloads, "
                   f"{counts['gps_fixes']} GPS fixes")
+
+
+def _operator_command(command: ShopCommand, config: ConfigOpt, data_dir: DataDirOpt, verbose: bool) -> None:
+    """Hand a command to the running gateway (through the `commands` table), wait for its verdict, print it."""
+    s = settings(config, data_dir, verbose)
+    if gateway_pid(s) is None:
+        raise FieldgateError(f"no gateway is running on data directory {s.data_dir}; nothing was changed",
+                             hint="Start it with `fieldgate serve` (operator commands go through the running "
+                             "gateway, like a shop's).")
+    store = write_store(s)
+    with store.transaction():
+        command_id = store.submit_command(command.model_dump_json(exclude_none=True).encode(), datetime.now(UTC))
+    deadline = time.monotonic() + COMMAND_TIMEOUT
+    while (result := store.command(command_id)) is not None and result["state"] == "pending":
+        if time.monotonic() > deadline:
+            raise FieldgateError(f"the gateway did not take command {command_id} within {COMMAND_TIMEOUT:g} s",
+                                 hint="It stays queued and runs when the gateway gets to it; check "
+                                 f"`fieldgate orders show {command.order_id}` in a moment.")
+        time.sleep(0.05)
+    assert result is not None
+    if result["state"] == "rejected":
+        raise FieldgateError(f"refused: {result['reason']}", hint=result["hint"] or "")
+    record = read_store(s).get_order(command.order_id)
+    assert record is not None
+    done = "no change: it already was" if result["state"] == "unchanged" else "now"
+    console.print(f"order {command.order_id}: {done} {record.status.value}, courier {record.courier_id or '-'}")
+
+
+OrderArg = Annotated[str, typer.Argument(help="the order's order_id")]
+ReasonOpt = Annotated[str | None, typer.Option(help="why, for the timeline and the order system")]
+
+
+@app.command("assign")
+def assign_cmd(order_id: OrderArg, courier: Annotated[str, typer.Option(help="the courier to give it to")],
+               reason: ReasonOpt = None, config: ConfigOpt = None, data_dir: DataDirOpt = None,
+               verbose: VerboseOpt = False) -> None:
+    """Assign (or reassign) an order to a courier, as its shop would (actor `operator`). Needs the gateway running.
+
+    Example:
+
+        fieldgate orders assign A1001 --courier c9
+    """
+    _operator_command(ShopCommand(command="assign", order_id=order_id, courier_id=courier, reason=reason),
+                      config, data_dir, verbose)
+
+
+@app.command("packed")
+def packed_cmd(order_id: OrderArg, config: ConfigOpt = None, data_dir: DataDirOpt = None,
+               verbose: VerboseOpt = False) -> None:
+    """Mark an order packed (its courier gets ready_for_pickup), as its shop would. Needs the gateway running.
+
+    Example:
+
+        fieldgate orders packed A1001
+    """
+    _operator_command(ShopCommand(command="packed", order_id=order_id), config, data_dir, verbose)
+
+
+@app.command("cancel")
+def cancel_cmd(order_id: OrderArg, reason: ReasonOpt = None, config: ConfigOpt = None, data_dir: DataDirOpt = None,
+               verbose: VerboseOpt = False) -> None:
+    """Cancel an order (its courier gets a cancel task), as its shop would. Needs the gateway running.
+
+    Example:
+
+        fieldgate orders cancel A1001 --reason "customer called"
+    """
+    _operator_command(ShopCommand(command="cancel", order_id=order_id, reason=reason), config, data_dir, verbose)
 
 
 def track_cmd(
@@ -114,6 +217,7 @@ def track_cmd(
     interval: Annotated[float, typer.Option(help="seconds between looks at the database")] = 0.5,
     config: ConfigOpt = None,
     data_dir: DataDirOpt = None,
+    verbose: VerboseOpt = False,
 ) -> None:
     """Follow one order live, printing each event, until it is delivered, failed or cancelled.
 
@@ -123,7 +227,7 @@ def track_cmd(
 
         fieldgate track A1001 --timeout 3600
     """
-    store = open_store(config, data_dir)
+    store = read_store(settings(config, data_dir, verbose))
     deadline = time.monotonic() + timeout if timeout > 0 else None
     last = 0
     waiting = False

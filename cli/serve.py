@@ -6,19 +6,22 @@ from typing import Annotated
 
 import typer
 
-from cli.common import ConfigOpt, DataDirOpt, settings
+from cli.common import ConfigOpt, DataDirOpt, VerboseOpt, settings
 from gateway import logs
+from gateway.bridge.transport import BrokerUrl
 from gateway.server import run_bridge, serve
-from gateway.transport import BrokerUrl
 
 
 def serve_cmd(
     config: ConfigOpt = None,
     data_dir: DataDirOpt = None,
+    host: Annotated[str | None, typer.Option(help="address of the MQTT listener; 0.0.0.0 for every interface "
+                                             "[default: mqtt.host in the config, 127.0.0.1]")] = None,
     port: Annotated[int | None, typer.Option(help="TCP port of the MQTT listener; 0 picks a free one "
                                              "[default: mqtt.port in the config, 1883]")] = None,
     no_anonymous: Annotated[bool, typer.Option("--no-anonymous", help="demand credentials on every listener, "
                                                "loopback included (overrides allow_anonymous)")] = False,
+    verbose: VerboseOpt = False,
 ) -> None:
     """Run the embedded MQTT broker and the bridge until Ctrl-C or SIGTERM.
 
@@ -26,7 +29,7 @@ def serve_cmd(
 
         fieldgate serve --data-dir /var/lib/fieldgate --port 1883
     """
-    s = settings(config, data_dir, port, no_anonymous=no_anonymous)
+    s = settings(config, data_dir, verbose, port=port, host=host, no_anonymous=no_anonymous)
     logs.setup(s.log_level)
     serve(s)
 
@@ -35,13 +38,16 @@ def bridge_cmd(
     broker: Annotated[str, typer.Option(help="the broker to bridge: mqtt://[user:pass@]HOST:PORT")],
     config: ConfigOpt = None,
     data_dir: DataDirOpt = None,
+    verbose: VerboseOpt = False,
 ) -> None:
-    """Run only the bridge, against an existing broker (Mosquitto, EMQX, …).
+    """Run only the bridge, against an existing broker (Mosquitto, EMQX, …). While the broker is down it
+    retries with backoff, logging each attempt.
 
     Example:
 
         fieldgate bridge --broker mqtt://127.0.0.1:1883 --data-dir ./data
     """
-    s = settings(config, data_dir)
+    url = BrokerUrl.parse(broker)
+    s = settings(config, data_dir, verbose)
     logs.setup(s.log_level)
-    run_bridge(s, BrokerUrl.parse(broker))
+    run_bridge(s, url)

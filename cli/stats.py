@@ -8,13 +8,14 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from cli.common import ConfigOpt, DataDirOpt, console, open_store
+from cli.common import ConfigOpt, DataDirOpt, VerboseOpt, console, read_store, settings
 
 
 def stats_cmd(
     as_json: Annotated[bool, typer.Option("--json", help="print JSON instead of tables")] = False,
     config: ConfigOpt = None,
     data_dir: DataDirOpt = None,
+    verbose: VerboseOpt = False,
 ) -> None:
     """Counts: orders by status, delivery acks, rejections (dead letters), GPS fixes, outbox.
 
@@ -22,7 +23,7 @@ def stats_cmd(
 
         fieldgate stats --json
     """
-    stats = open_store(config, data_dir).stats()
+    stats = read_store(settings(config, data_dir, verbose)).stats()
     if as_json:
         console.print_json(json.dumps(stats))
         return

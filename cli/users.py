@@ -6,21 +6,27 @@ import sys
 from typing import Annotated
 
 import typer
-from rich.table import Table
 
-from cli.common import ConfigOpt, DataDirOpt, console, settings
-from gateway.acl import USER_ROLES
-from gateway.store import db_path
-from gateway.users import UserError, UserStore
+from cli.common import (
+    Column,
+    ConfigOpt,
+    DataDirOpt,
+    InitOpt,
+    JsonOpt,
+    VerboseOpt,
+    console,
+    read_store,
+    settings,
+    show_rows,
+    write_store,
+)
+from gateway.core.acl import USER_ROLES
+from gateway.store.users import UserError
 
 app = typer.Typer(help="Who may connect, and as what.", no_args_is_help=True)
 
 PasswordStdin = Annotated[bool, typer.Option("--password-stdin", help="read the password from standard input "
                                              "(for scripts) instead of prompting")]
-
-
-def _store(config: ConfigOpt, data_dir: DataDirOpt) -> UserStore:
-    return UserStore(db_path(settings(config, data_dir).data_dir))
 
 
 def _password(from_stdin: bool) -> str:
@@ -40,8 +46,10 @@ def add_cmd(
     user_id: Annotated[str | None, typer.Option("--id", help="courier or shop id in topic names [default: NAME]")]
     = None,
     password_stdin: PasswordStdin = False,
+    init: InitOpt = False,
     config: ConfigOpt = None,
     data_dir: DataDirOpt = None,
+    verbose: VerboseOpt = False,
 ) -> None:
     """Add a user. The password is stored hashed (PBKDF2-SHA512); the change applies to the next CONNECT.
 
@@ -53,46 +61,49 @@ def add_cmd(
         role_value = next(r for r in USER_ROLES if r.value == role)
     except StopIteration:
         raise UserError(f"unknown role {role!r}", hint=f"Use one of: {', '.join(USER_ROLES)}.") from None
-    user = _store(config, data_dir).add(name, role_value, user_id, _password(password_stdin))
-    console.print(f"added {user.name} ({user.role}, id {user.id})")
+    store = write_store(settings(config, data_dir, verbose), init=init)
+    user = store.users.add(name, role_value, user_id, _password(password_stdin))
+    console.print(f"added {user.name} ({user.role}, id {user.id}) to {store.path}")
 
 
 @app.command("list")
-def list_cmd(config: ConfigOpt = None, data_dir: DataDirOpt = None) -> None:
+def list_cmd(as_json: JsonOpt = False, config: ConfigOpt = None, data_dir: DataDirOpt = None,
+             verbose: VerboseOpt = False) -> None:
     """List users: name, role, id, when added. Password hashes are never shown.
 
     Example:
 
         fieldgate users list
     """
-    users = _store(config, data_dir).list()
-    table = Table("user", "role", "id", "added", title="users")
-    for u in users:
-        table.add_row(u.name, u.role.value, u.id, u.created_at)
-    console.print(table if users else "no users yet: add one with `fieldgate users add`")
+    users = read_store(settings(config, data_dir, verbose)).users.list()
+    rows = [{"user": u.name, "role": u.role.value, "id": u.id, "added": u.created_at} for u in users]
+    show_rows(rows, [Column("user", lambda r: r["user"]), Column("role", lambda r: r["role"]),
+                     Column("id", lambda r: r["id"]), Column("added", lambda r: r["added"])],
+              title="users", empty="no users yet: add one with `fieldgate users add`", as_json=as_json)
 
 
 @app.command("remove")
 def remove_cmd(name: Annotated[str, typer.Argument(help="the user to remove")], config: ConfigOpt = None,
-               data_dir: DataDirOpt = None) -> None:
+               data_dir: DataDirOpt = None, verbose: VerboseOpt = False) -> None:
     """Remove a user; its next CONNECT is refused (connected clients keep their connection until they leave).
 
     Example:
 
         fieldgate users remove c7-phone
     """
-    _store(config, data_dir).remove(name)
+    write_store(settings(config, data_dir, verbose)).users.remove(name)
     console.print(f"removed {name}")
 
 
 @app.command("passwd")
 def passwd_cmd(name: Annotated[str, typer.Argument(help="whose password to change")],
-               password_stdin: PasswordStdin = False, config: ConfigOpt = None, data_dir: DataDirOpt = None) -> None:
+               password_stdin: PasswordStdin = False, config: ConfigOpt = None, data_dir: DataDirOpt = None,
+               verbose: VerboseOpt = False) -> None:
     """Change a user's password.
 
     Example:
 
         echo 'n3w-s3cret' | fieldgate users passwd c7-phone --password-stdin
     """
-    _store(config, data_dir).set_password(name, _password(password_stdin))
+    write_store(settings(config, data_dir, verbose)).users.set_password(name, _password(password_stdin))
     console.print(f"password of {name} changed")

@@ -4,6 +4,16 @@
 tests/test_config.py fails if the checked-in broker.yaml or docs/config.md disagree with them.
 Precedence, highest first: command-line flags, environment (FIELDGATE_CONFIG,
 FIELDGATE_DATA_DIR), the config file, these defaults.
+
+Where things are, resolved once here and never from the working directory alone:
+
+- the config file: `--config`, else `$FIELDGATE_CONFIG`, else `./broker.yaml`, else
+  `$XDG_CONFIG_HOME/fieldgate/broker.yaml` (`~/.config/...`), else `/etc/fieldgate/broker.yaml`;
+- the data directory: `--data-dir`, else `$FIELDGATE_DATA_DIR`, else the config file's
+  `storage.data_dir` (a relative one is relative to that file), else, with no config file at
+  all, `$XDG_DATA_HOME/fieldgate` (`~/.local/share/fieldgate`). A per-user default rather than a
+  refusal: `fieldgate serve` works out of the box from any folder, and every command run by the
+  same user from any folder finds the same data. `Settings.data_dir_origin` says which rule won.
 """
 
 from __future__ import annotations
@@ -13,13 +23,28 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError
 
 from gateway.errors import ConfigError
 
 CONFIG_ENV = "FIELDGATE_CONFIG"
 DATA_DIR_ENV = "FIELDGATE_DATA_DIR"
 DEFAULT_CONFIG_NAME = "broker.yaml"
+SYSTEM_CONFIG = Path("/etc/fieldgate") / DEFAULT_CONFIG_NAME
+
+
+def _xdg(variable: str, fallback: str) -> Path:
+    value = os.environ.get(variable)
+    return Path(value) if value and Path(value).is_absolute() else Path.home() / fallback
+
+
+def user_config() -> Path:
+    return _xdg("XDG_CONFIG_HOME", ".config") / "fieldgate" / DEFAULT_CONFIG_NAME
+
+
+def user_data_dir() -> Path:
+    """Where the data lives when no config file says otherwise."""
+    return _xdg("XDG_DATA_HOME", ".local/share") / "fieldgate"
 
 
 class _Section(BaseModel):
@@ -67,6 +92,12 @@ class BridgeSettings(_Section):
     max_payload_bytes: int = Field(default=65536, ge=256)
     dead_letter_keep_bytes: int = Field(default=4096, ge=0)
     keepalive: int = Field(default=30, ge=5, le=3600)
+    retain_final_seconds: int = Field(default=86_400, ge=0)
+
+
+class GpsSettings(_Section):
+    max_future_seconds: int = Field(default=300, ge=0)
+    max_age_seconds: int = Field(default=604_800, ge=1)
 
 
 class StorageSettings(_Section):
@@ -76,6 +107,8 @@ class StorageSettings(_Section):
 
 
 class Settings(_Section):
+    """broker.yaml, key for key. `config_path` and `data_dir_origin` record where things came from."""
+
     mqtt: MqttListener = MqttListener()
     tls: TlsListener = TlsListener()
     websocket: WebSocketListener = WebSocketListener()
@@ -83,15 +116,30 @@ class Settings(_Section):
     broker: BrokerSettings = BrokerSettings()
     storage: StorageSettings = StorageSettings()
     bridge: BridgeSettings = BridgeSettings()
+    gps: GpsSettings = GpsSettings()
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+    _config_path: Path | None = PrivateAttr(default=None)
+    _data_dir_origin: str = PrivateAttr(default="default")
 
     @property
     def data_dir(self) -> Path:
         return self.storage.data_dir
 
+    @property
+    def config_path(self) -> Path | None:
+        """The config file that was read, if any."""
+        return self._config_path
+
+    @property
+    def data_dir_origin(self) -> str:
+        """Which rule chose the data directory: '--data-dir', '$FIELDGATE_DATA_DIR', 'storage.data_dir in …'."""
+        return self._data_dir_origin
+
 
 def find_config(explicit: Path | None) -> Path | None:
-    """The config file to read: --config, else $FIELDGATE_CONFIG, else ./broker.yaml if present."""
+    """The config file to read: --config, else $FIELDGATE_CONFIG, else the first of ./broker.yaml,
+    the user's and the system's broker.yaml that exists."""
     if explicit is not None:
         if not explicit.is_file():
             raise ConfigError(f"config file {explicit} does not exist", hint="Check the --config path.")
@@ -101,8 +149,7 @@ def find_config(explicit: Path | None) -> Path | None:
         if not path.is_file():
             raise ConfigError(f"{CONFIG_ENV}={env} names no file", hint=f"Unset {CONFIG_ENV} or fix the path.")
         return path
-    local = Path(DEFAULT_CONFIG_NAME)
-    return local if local.is_file() else None
+    return next((p for p in (Path(DEFAULT_CONFIG_NAME), user_config(), SYSTEM_CONFIG) if p.is_file()), None)
 
 
 def read_config(path: Path) -> dict[str, Any]:
@@ -119,24 +166,32 @@ def read_config(path: Path) -> dict[str, Any]:
 
 def load_settings(
     config: Path | None = None, *, data_dir: Path | None = None, port: int | None = None,
-    no_anonymous: bool = False,
+    host: str | None = None, no_anonymous: bool = False,
 ) -> Settings:
-    """Settings from file + environment + overrides. Relative data_dir is relative to the config file."""
+    """Settings from file + environment + overrides (validated like the file's own values)."""
     path = find_config(config)
     raw = read_config(path) if path else {}
     try:
         settings = Settings.model_validate(raw)
     except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
-        raise ConfigError(f"{path or 'configuration'} is invalid: {problems}") from exc
+        raise ConfigError(f"{path or 'configuration'} is invalid: {_problems(exc)}") from exc
     storage = settings.storage
-    if data_dir is None and (env := os.environ.get(DATA_DIR_ENV)):
-        data_dir = Path(env)
     if data_dir is not None:
-        storage = storage.model_copy(update={"data_dir": data_dir})
-    elif path is not None and not storage.data_dir.is_absolute():
-        storage = storage.model_copy(update={"data_dir": path.parent / storage.data_dir})
-    mqtt = settings.mqtt if port is None else settings.mqtt.model_copy(update={"port": port})
+        origin = "--data-dir"
+    elif env := os.environ.get(DATA_DIR_ENV):
+        data_dir, origin = Path(env), f"${DATA_DIR_ENV}"
+    elif path is not None:
+        data_dir, origin = path.parent / storage.data_dir, f"storage.data_dir in {path.absolute()}"
+    else:
+        data_dir, origin = user_data_dir(), "default for a user with no broker.yaml ($XDG_DATA_HOME/fieldgate)"
+    storage = storage.model_copy(update={"data_dir": data_dir.absolute()})
+    try:
+        mqtt = MqttListener.model_validate({**settings.mqtt.model_dump(),
+                                            **({} if port is None else {"port": port}),
+                                            **({} if host is None else {"host": host})})
+    except ValidationError as exc:
+        raise ConfigError(f"--port/--host: {_problems(exc)}", hint="A TCP port is 0 to 65535; 0 picks a free one.") \
+            from exc
     tls = settings.tls
     if path is not None:
         tls = tls.model_copy(update={k: path.parent / v for k in ("certfile", "keyfile")
@@ -145,4 +200,11 @@ def load_settings(
         raise ConfigError("tls.enabled needs tls.certfile and tls.keyfile",
                           hint="`fieldgate certs dev` makes a self-signed pair for trying it.")
     anonymous = settings.allow_anonymous and not no_anonymous
-    return settings.model_copy(update={"storage": storage, "mqtt": mqtt, "tls": tls, "allow_anonymous": anonymous})
+    out = settings.model_copy(update={"storage": storage, "mqtt": mqtt, "tls": tls, "allow_anonymous": anonymous})
+    out._config_path = path.absolute() if path else None
+    out._data_dir_origin = origin
+    return out
+
+
+def _problems(exc: ValidationError) -> str:
+    return "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())

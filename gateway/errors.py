@@ -14,9 +14,14 @@
 
 Messages say what was wrong; `hint` says what to do about it. The CLI prints both and exits 1;
 the bridge turns a `Rejected` into a Rejection payload on the sender's errors topic.
+
+`translate` is the one place where the exceptions of the libraries underneath (sqlite3, the OS)
+become errors of this tree; amqtt's are translated where amqtt is used (`gateway.broker.embedded`).
 """
 
 from __future__ import annotations
+
+import sqlite3
 
 
 class FieldgateError(Exception):
@@ -91,3 +96,23 @@ class NotYours(Rejected):
 
 class IllegalTransition(Rejected):
     """The order's lifecycle forbids this status change."""
+
+
+def translate(exc: BaseException) -> FieldgateError | None:
+    """A library's exception said the fieldgate way, with a hint; None if it is not one we know (a bug)."""
+    if isinstance(exc, FieldgateError):
+        return exc
+    if isinstance(exc, sqlite3.OperationalError) and "locked" in str(exc):
+        return StoreError(f"the database is locked by another process ({exc})",
+                          hint="Another fieldgate command is writing, or `fieldgate db vacuum` is running; "
+                          "try again in a moment.")
+    if isinstance(exc, sqlite3.Error):
+        return StoreError(f"the database failed: {exc}",
+                          hint="`fieldgate db check` says whether the files are healthy.")
+    if isinstance(exc, PermissionError):
+        return StoreError(f"permission denied: {exc.filename or exc}",
+                          hint="Run as the user that owns the data directory, or pass --data-dir.")
+    if isinstance(exc, OSError):
+        where = f": {exc.filename}" if exc.filename else ""
+        return FieldgateError(f"{exc.strerror or exc}{where}", hint="Check the path and that this user may use it.")
+    return None

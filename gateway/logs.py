@@ -44,12 +44,14 @@ class ContextFormatter(logging.Formatter):
 
 
 def setup(level: str) -> None:
-    """Log to stderr at `level`; amqtt's own chatter only from WARNING unless level is DEBUG."""
+    """Log to stderr at `level`; amqtt's own log only when level is DEBUG."""
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(ContextFormatter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
-    noisy = logging.DEBUG if level == "DEBUG" else logging.WARNING
+    # amqtt's own log only at DEBUG: every amqtt failure we care about is translated and logged by
+    # gateway.broker.embedded (amqtt would print a traceback before our one clear line).
+    quiet = logging.DEBUG if level == "DEBUG" else logging.CRITICAL
     for name in ("amqtt", "transitions", "websockets"):
-        logging.getLogger(name).setLevel(noisy)
+        logging.getLogger(name).setLevel(quiet)

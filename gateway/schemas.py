@@ -9,10 +9,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from gateway.models import SCHEMAS
+from gateway.core.contract import TOPICS
+from gateway.core.models import SCHEMAS
 
 #: Payloads the gateway publishes: their schema describes what it sends (serialisation mode).
-_OUTBOUND = {"ack", "rejection", "order-event", "task", "courier-location", "order-state"}
+_OUTBOUND = {t.payload for t in TOPICS if not t.inbound}
 
 
 def render() -> dict[str, str]:

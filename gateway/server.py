@@ -1,8 +1,9 @@
 """Running fieldgate: the embedded broker and the bridge in one process, or the bridge alone.
 
-`serve` prints one `fieldgate ready …` line to stderr once clients can connect, and stops
-cleanly on SIGINT or SIGTERM: the bridge finishes its batch and disconnects, then the broker
-shuts down.
+Both hold the data directory's lock (`gateway.store.datadir`) for as long as they run, so a second
+gateway on the same directory exits at once. `serve` prints one `fieldgate ready …` line to
+stderr once clients can connect, and stops cleanly on SIGINT or SIGTERM: the bridge finishes its
+batch and disconnects, then the broker shuts down.
 """
 
 from __future__ import annotations
@@ -11,12 +12,14 @@ import asyncio
 import logging
 import signal
 
-from gateway import dbfiles
-from gateway.bridge import Bridge, over_mqtt
-from gateway.broker import EmbeddedBroker
+from gateway.bridge.local import local_transport
+from gateway.bridge.transport import BrokerUrl
+from gateway.bridge.worker import Bridge, over_mqtt
+from gateway.broker.embedded import EmbeddedBroker
 from gateway.config import Settings
-from gateway.store import db_path
-from gateway.transport import BrokerUrl
+from gateway.core.contract import EMBEDDED_FILTERS, INBOUND_FILTERS
+from gateway.store import datadir, sqlite
+from gateway.store.tables import db_path
 
 log = logging.getLogger("fieldgate")
 
@@ -33,12 +36,15 @@ def _stop_on_signals() -> asyncio.Event:
 async def _serve(settings: Settings) -> None:
     stop = _stop_on_signals()
     for name in ("fieldgate.db", "broker.db"):
-        dbfiles.ensure_usable(settings.data_dir / name)
+        sqlite.ensure_usable(settings.data_dir / name)
     broker = EmbeddedBroker(settings)
-    await broker.start()
-    transport = broker.local_transport() if settings.bridge.in_process else over_mqtt(settings, broker.bridge_url)
-    bridge = Bridge(settings, transport)
+    if settings.bridge.in_process:
+        transport = local_transport(broker.engine, settings.bridge.client_id, INBOUND_FILTERS + EMBEDDED_FILTERS)
+    else:
+        transport = over_mqtt(settings, lambda: broker.bridge_url, embedded=True)
+    bridge = Bridge(settings, transport)  # creates or migrates fieldgate.db, which the broker reads users from
     try:
+        await broker.start()
         await asyncio.to_thread(bridge.start)
         bound = {name: "{}:{}".format(*broker.address(listener)) for name, listener in
                  (("mqtt", "default"), ("tls", "tls"), ("ws", "websocket")) if listener in broker.listener_names}
@@ -48,13 +54,15 @@ async def _serve(settings: Settings) -> None:
         log.info("stopping")
         await asyncio.to_thread(bridge.stop)
     finally:
+        bridge.close()
         await broker.stop()
     log.info("stopped")
 
 
 def serve(settings: Settings) -> None:
     """Run the embedded broker and the bridge until SIGINT/SIGTERM."""
-    asyncio.run(_serve(settings))
+    with datadir.exclusive(settings.data_dir):
+        asyncio.run(_serve(settings))
 
 
 def run_bridge(settings: Settings, url: BrokerUrl) -> None:
@@ -62,13 +70,24 @@ def run_bridge(settings: Settings, url: BrokerUrl) -> None:
 
     async def main() -> None:
         stop = _stop_on_signals()
-        dbfiles.ensure_usable(db_path(settings.data_dir))
-        bridge = Bridge(settings, over_mqtt(settings, url))
-        await asyncio.to_thread(bridge.start)
-        log.info("fieldgate bridge ready", extra={"ctx": {"broker": str(url), "db": db_path(settings.data_dir)}})
-        await stop.wait()
-        log.info("stopping")
-        await asyncio.to_thread(bridge.stop)
+        sqlite.ensure_usable(db_path(settings.data_dir))
+        bridge = Bridge(settings, over_mqtt(settings, lambda: url))
+        starting = asyncio.create_task(asyncio.to_thread(bridge.start, None))  # waits for the broker as long as needed
+        stopping = asyncio.create_task(stop.wait())
+        try:
+            await asyncio.wait({starting, stopping}, return_when=asyncio.FIRST_COMPLETED)
+            if starting.done():
+                starting.result()
+                log.info("fieldgate bridge ready", extra={"ctx": {"broker": str(url),
+                                                                  "db": db_path(settings.data_dir)}})
+                await stopping
+            log.info("stopping")
+            await asyncio.to_thread(bridge.stop)
+            await asyncio.gather(starting, return_exceptions=True)
+        finally:
+            stopping.cancel()
+            bridge.close()
         log.info("stopped")
 
-    asyncio.run(main())
+    with datadir.exclusive(settings.data_dir):
+        asyncio.run(main())

@@ -6,12 +6,15 @@ import itertools
 import json
 import os
 import re
+import shutil
 import signal
+import socket
 import subprocess
 import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -44,12 +47,28 @@ def order(**changes: Any) -> dict[str, Any]:
     return {**ORDER, **changes}
 
 
+def fix(lat: float = 31.2290, lon: float = 121.4701, *, ago: float = 0, **extra: Any) -> dict[str, Any]:
+    """An OwnTracks location taken `ago` seconds before now (the gateway refuses fixes from the future and
+    does not let week-old ones move a courier)."""
+    return {"_type": "location", "lat": lat, "lon": lon, "tst": int(time.time() - ago), **extra}
+
+
 @pytest.fixture
 def ids(request: pytest.FixtureRequest) -> Callable[[str], str]:
     """Unique ids per test, so tests can share one gateway: ids('A') -> 'A-<n>-<test name>'."""
     n = next(_ids)
     stem = re.sub(r"[^A-Za-z0-9]", "", request.node.name)[-24:]
     return lambda prefix: f"{prefix}-{n}-{stem}"
+
+
+def eventually(condition: Callable[[], Any], what: str, *, timeout: float = DEADLINE) -> Any:
+    """Re-check `condition` (e.g. a query of the store) until it is truthy; return its value. Fails after `timeout`."""
+    deadline = time.monotonic() + timeout
+    while not (value := condition()):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.02)
+    return value
 
 
 # ---------------------------------------------------------------- gateway processes
@@ -130,22 +149,29 @@ def write_config(path: Path, **sections: dict[str, Any]) -> Path:
     return path
 
 
+def launch(tmp: Path, *extra: str, data_dir: Path | None = None, config: dict[str, Any] | None = None,
+           command: str = "serve", port: int = 0, ready: str | None = None) -> GatewayProcess:
+    """The one way tests start a gateway: `fieldgate serve` (or `bridge`) on `data_dir` (default tmp/data), with
+    `config` written as a broker.yaml in `tmp`; returns once it logged its ready line."""
+    data = data_dir or tmp / "data"
+    args = [command, "--data-dir", str(data)]
+    if command == "serve":
+        args += ["--port", str(port)]
+    if config is not None:
+        args += ["--config", str(write_config(tmp / f"broker-{next(_ids)}.yaml", **config))]
+    gw = GatewayProcess([*args, *extra], data)
+    return gw.start(ready) if ready else gw.start()
+
+
 @pytest.fixture
 def spawn(tmp_path: Path) -> Iterator[Callable[..., GatewayProcess]]:
-    """Start gateways in this test's temp dir; all are killed at the end."""
+    """Start gateways in this test's temp dir (see `launch`); all are killed at the end."""
     started: list[GatewayProcess] = []
 
-    def _spawn(*extra: str, data_dir: Path | None = None, config: dict[str, Any] | None = None,
-               command: str = "serve", port: int = 0, ready: str | None = None) -> GatewayProcess:
-        data = data_dir or tmp_path / "data"
-        args = [command, "--data-dir", str(data)]
-        if command == "serve":
-            args += ["--port", str(port)]
-        if config is not None:
-            args += ["--config", str(write_config(tmp_path / f"broker-{len(started)}.yaml", **config))]
-        gw = GatewayProcess([*args, *extra], data)
+    def _spawn(*extra: str, **kw: Any) -> GatewayProcess:
+        gw = launch(tmp_path, *extra, **kw)
         started.append(gw)
-        return gw.start(ready) if ready else gw.start()
+        return gw
 
     yield _spawn
     for gw in started:
@@ -158,13 +184,73 @@ TEST_CONFIG = {"bridge": {"task_retry_seconds": 1.0}, "log_level": "DEBUG"}
 @pytest.fixture(scope="session")
 def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayProcess]:
     """One embedded gateway shared by the flow tests (each test uses its own ids)."""
-    tmp = tmp_path_factory.mktemp("shared-gateway")
-    config = write_config(tmp / "broker.yaml", **TEST_CONFIG)
-    gw = GatewayProcess(["serve", "--port", "0", "--data-dir", str(tmp / "data"), "--config", str(config)],
-                        tmp / "data")
-    gw.start()
+    gw = launch(tmp_path_factory.mktemp("shared-gateway"), config=TEST_CONFIG)
     yield gw
     gw.kill()
+
+
+# ---------------------------------------------------------------- the command line
+
+
+def fieldgate(*args: str, stdin: str | None = None, env: dict[str, str] | None = None, cwd: Path = ROOT,
+              columns: int = 200) -> subprocess.CompletedProcess[str]:
+    """The one way tests run the CLI: `fieldgate ARGS` in a subprocess, as an operator would, with a clean
+    environment (no FIELDGATE_* of the caller; HOME and others only as `env` gives them)."""
+    clean = {"PATH": os.environ["PATH"], "HOME": os.environ.get("HOME", "/root"), "COLUMNS": str(columns),
+             "PYTHONPATH": str(ROOT), **(env or {})}
+    return subprocess.run([sys.executable, "-m", "cli.main", *args], cwd=cwd, input=stdin, capture_output=True,
+                          text=True, timeout=60, env=clean)
+
+
+# ---------------------------------------------------------------- Debian's mosquitto, the second broker
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def mosquitto_at(tmp_path: Path) -> Callable[[int], AbstractContextManager[int]]:
+    """`with mosquitto_at(port):` runs a fresh Debian mosquitto on 127.0.0.1:port for the block."""
+    binary = shutil.which("mosquitto") or ("/usr/sbin/mosquitto" if Path("/usr/sbin/mosquitto").exists() else None)
+    if binary is None:
+        if os.environ.get("CI"):
+            pytest.fail("mosquitto is not installed; .ci/run installs Debian's mosquitto package")
+        pytest.skip("mosquitto is not installed (apt-get install mosquitto)")
+
+    @contextmanager
+    def run(port: int) -> Iterator[int]:
+        conf = tmp_path / f"mosquitto-{port}.conf"
+        conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n"
+                        "max_queued_messages 100000\nlog_dest stderr\n")
+        proc = subprocess.Popen([binary, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        try:
+            eventually(lambda: proc.poll() is not None or _accepts(port), "mosquitto listening")
+            if proc.poll() is not None:
+                raise AssertionError(f"mosquitto did not start: {proc.stderr.read() if proc.stderr else ''}")
+            yield port
+        finally:
+            proc.terminate()
+            proc.wait(DEADLINE)
+
+    return run
+
+
+def _accepts(port: int) -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+        return True
+    except OSError:
+        return False
+
+
+@pytest.fixture
+def mosquitto(mosquitto_at: Callable[[int], AbstractContextManager[int]]) -> Iterator[int]:
+    """A fresh mosquitto on 127.0.0.1; its port."""
+    with mosquitto_at(free_port()) as port:
+        yield port
 
 
 # ---------------------------------------------------------------- MQTT peers
@@ -295,7 +381,7 @@ def raw_connect(port: int, client_id: str, *, keepalive: int = 60, clean: bool =
     import socket
     import struct
 
-    from gateway.codec import remaining_length
+    from gateway.broker.codec import remaining_length
 
     def utf8(text: str) -> bytes:
         raw = text.encode()

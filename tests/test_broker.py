@@ -6,7 +6,7 @@ from importlib.metadata import version
 
 from conftest import ROOT
 
-from gateway.broker import AMQTT_VERSION
+from gateway.broker.embedded import AMQTT_VERSION
 
 
 def test_amqtt_is_the_pinned_version():

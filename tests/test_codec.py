@@ -1,4 +1,4 @@
-"""gateway.codec against amqtt's own packet classes, and topic matching rules."""
+"""gateway.broker.codec against amqtt's own packet classes, and topic matching rules."""
 
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ from amqtt.mqtt.subscribe import SubscribePacket
 from hypothesis import given
 from hypothesis import strategies as st
 
-from gateway import codec
-from gateway.sessions import SubscriptionIndex, topic_matches
+from gateway.broker import codec
+from gateway.broker.engine import SubscriptionIndex, topic_matches
 
 
 def amqtt_decode(data: bytes):

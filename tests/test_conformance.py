@@ -7,7 +7,7 @@ import threading
 from conftest import DEADLINE, Peer, raw_connect, recv_exactly
 from test_external_broker import run_flow
 
-from gateway.codec import encode_publish, remaining_length
+from gateway.broker.codec import encode_publish, remaining_length
 
 
 def marker(publisher: Peer, listener: Peer, topic: str) -> None:

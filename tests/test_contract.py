@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from gateway.contract import INBOUND_FILTERS, Kind, parse_inbound
+from gateway.core.contract import INBOUND_FILTERS, Kind, parse_inbound
 from gateway.errors import UnknownTopic
 
 

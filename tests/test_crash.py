@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import random
 import threading
+import time
 from typing import Any
 
 import paho.mqtt.client as paho
@@ -17,10 +18,12 @@ import pytest
 from conftest import DEADLINE, Peer, order
 from paho.mqtt.enums import CallbackAPIVersion
 
-from gateway.store import Store, db_path
+from gateway.store.tables import Store, db_path
 
 CYCLES = 20
 COURIERS = [f"cc{i:02d}" for i in range(20)]
+
+T0 = int(time.time()) - 500_000
 
 
 class Streamer:
@@ -61,7 +64,7 @@ class Streamer:
                 info = self.client.publish("orders/in", json.dumps(order(order_id=key, courier_id=courier)), qos=1)
                 kind = "order"
             else:
-                tst = self.cycle * 100_000 + n
+                tst = T0 + self.cycle * 20_000 + n  # unique, within gps.max_age_seconds
                 fix = {"_type": "location", "lat": 31.2, "lon": 121.4, "tst": tst}
                 info = self.client.publish(f"couriers/{courier}/gps", json.dumps(fix), qos=1)
                 key, kind = str(tst), "gps"

@@ -8,8 +8,9 @@ from conftest import ROOT
 from test_config import keys
 
 from gateway.config import Settings
-from gateway.contract import INBOUND_FILTERS
-from gateway.models import SCHEMAS
+from gateway.core.acl import USER_ROLES, Identity, patterns
+from gateway.core.contract import TOPICS
+from gateway.core.models import SCHEMAS
 
 README = (ROOT / "README.md").read_text()
 
@@ -26,12 +27,27 @@ def test_readme_serve_command_installs_and_serves():
     assert serve.endswith("fieldgate serve") and "pip install" in serve
 
 
-def test_readme_documents_every_inbound_topic_schema_and_config_key():
-    for f in INBOUND_FILTERS:
-        spelled = f.replace("+/+", "{courier_id}/{device}").replace("shops/+", "shops/{shop_id}")
-        spelled = spelled.replace("couriers/+", "couriers/{courier_id}")
-        assert f"`{spelled}`" in README, f"README's topic table lacks {spelled}"
+def test_readme_documents_every_topic_schema_and_config_key():
+    table = README[README.index("## The topic contract"):README.index("### The order lifecycle")]
+    for topic in TOPICS:
+        if not topic.internal:
+            assert f"`{topic.pattern}`" in table, f"README's topic table lacks {topic.pattern}"
     for name in SCHEMAS:
         assert f"`{name}.json`" in README
     for key in keys(Settings):
         assert f"`{key}`" in README
+
+
+def test_readme_acl_table_is_the_code_s():
+    for role in USER_ROLES:
+        [row] = [line for line in README.splitlines() if line.startswith(f"| {role.value} |")]
+        _, publish, read = (cell.strip() for cell in row.strip("|").split("|"))
+        identity = Identity(role, "%i")
+        assert set(re.findall(r"`([^`]+)`", publish)) == set(patterns(identity, publish=True)), role
+        assert set(re.findall(r"`([^`]+)`", read)) >= set(patterns(identity, publish=False)), role
+
+
+def test_every_file_the_docs_name_exists():
+    for doc in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]:
+        for path in re.findall(r"\b((?:gateway|cli|bench|tests|contrib|docs|schemas)/[\w./-]*\w)", doc.read_text()):
+            assert (ROOT / path).exists(), f"{doc.name} names {path}, which does not exist"

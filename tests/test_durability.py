@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
+import json
 
-from conftest import DEADLINE, ROOT, Peer, order, raw_connect, recv_exactly
+from conftest import Peer, fieldgate, order, raw_connect, recv_exactly
 
-from gateway.store import Store, db_path
+from gateway.store.tables import Store, db_path
 
 FAST = {"broker": {"retry_interval_seconds": 1}, "bridge": {"task_retry_seconds": 60}}
 
@@ -130,16 +129,9 @@ def test_a_couriers_presence_is_offline_after_a_gateway_crash(spawn, peers):
     watcher = retained_on(gw.port, f"couriers/{courier}/presence", 1, peers)
     assert watcher.messages[0].json() == {"online": False}
     gw.wait_log(f"courier presence courier_id={courier} online=False")
-    out = fieldgate("couriers", "list", "--data-dir", str(gw.data_dir))
+    out = fieldgate("couriers", "list", "--data-dir", str(gw.data_dir)).stdout
     line = next(line for line in out.splitlines() if courier in line)
     assert " no " in line
-
-
-def fieldgate(*args: str) -> str:
-    done = subprocess.run([sys.executable, "-m", "cli.main", *args], cwd=ROOT, capture_output=True, text=True,
-                          timeout=DEADLINE, env={"COLUMNS": "200", "PATH": "/usr/bin:/bin"})
-    assert done.returncode == 0, done.stderr
-    return done.stdout
 
 
 def test_full_queue_rejects_new_messages_counted_logged_and_shown(spawn, peers):
@@ -149,9 +141,10 @@ def test_full_queue_rejects_new_messages_counted_logged_and_shown(spawn, peers):
     for n in range(8):
         publisher.publish("bound/x", {"n": n})
     gw.wait_log("queue full: dropped the newest message")
-    report = fieldgate("sessions", "--data-dir", str(gw.data_dir))
-    line = next(line for line in report.splitlines() if "queue-bound" in line)
-    assert "persistent" in line and line.split("│")[-3].strip() == "3"  # dropped
+    report = fieldgate("sessions", "--json", "--data-dir", str(gw.data_dir)).stdout
+    report = [json.loads(line) for line in report.splitlines()]
+    [row] = [r for r in report if r["client_id"] == "queue-bound"]
+    assert row["clean"] is False and row["dropped"] == 3
     back = peers(gw.port, "queue-bound", clean_session=False)
     back.wait_for("bound/x", count=5)
     publisher.publish("bound/x", {"n": 99})
@@ -189,8 +182,7 @@ def test_corrupt_or_foreign_databases_are_moved_aside_and_the_gateway_starts(spa
     foreign.execute("CREATE TABLE invoices (id INTEGER)")
     foreign.commit()
     foreign.close()
-    assert subprocess.run([sys.executable, "-m", "cli.main", "db", "check", "--data-dir", str(data)],
-                          cwd=ROOT, capture_output=True, timeout=DEADLINE).returncode == 1
+    assert fieldgate("db", "check", "--data-dir", str(data)).returncode == 1
 
     gw = spawn()
     assert gw.log_has("broker.db is unusable") and gw.log_has("fieldgate.db is unusable")
@@ -198,14 +190,14 @@ def test_corrupt_or_foreign_databases_are_moved_aside_and_the_gateway_starts(spa
     ordersys = peers(gw.port, subscribe=("ordersys/acks",))
     ordersys.publish("orders/in", order())
     ordersys.wait_for("ordersys/acks")
-    assert "ok" in fieldgate("db", "check", "--data-dir", str(data))
+    assert "ok" in fieldgate("db", "check", "--data-dir", str(data)).stdout
     assert Store(db_path(data), readonly=True).get_order("A1001") is not None
 
 
 def test_db_vacuum_compacts_both_files(spawn, tmp_path):
     gw = spawn()
     assert gw.stop() == 0
-    out = fieldgate("db", "vacuum", "--data-dir", str(gw.data_dir))
+    out = fieldgate("db", "vacuum", "--data-dir", str(gw.data_dir)).stdout
     assert "fieldgate.db" in out and "broker.db" in out
 
 

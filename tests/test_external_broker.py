@@ -3,52 +3,10 @@ and a bridge killed with SIGKILL loses nothing that its broker holds for it."""
 
 from __future__ import annotations
 
-import os
-import shutil
-import socket
-import subprocess
-import time
-from collections.abc import Iterator
-from pathlib import Path
-
 import pytest
-from conftest import DEADLINE, order
+from conftest import order
 
-from gateway.store import Store, db_path
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.fixture
-def mosquitto(tmp_path: Path) -> Iterator[int]:
-    """A fresh mosquitto on 127.0.0.1; its port."""
-    binary = shutil.which("mosquitto") or ("/usr/sbin/mosquitto" if Path("/usr/sbin/mosquitto").exists() else None)
-    if binary is None:
-        if os.environ.get("CI"):
-            pytest.fail("mosquitto is not installed; .ci/run installs Debian's mosquitto package")
-        pytest.skip("mosquitto is not installed (apt-get install mosquitto)")
-    port = free_port()
-    conf = tmp_path / "mosquitto.conf"
-    conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n"
-                    "max_queued_messages 100000\nlog_dest stderr\n")
-    proc = subprocess.Popen([binary, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    deadline = time.monotonic() + DEADLINE
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            break
-        except OSError as exc:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                proc.kill()
-                raise AssertionError(f"mosquitto did not start: {proc.stderr.read() if proc.stderr else ''}") from exc
-            time.sleep(0.02)
-    yield port
-    proc.terminate()
-    proc.wait(DEADLINE)
+from gateway.store.tables import Store, db_path
 
 
 def run_flow(port: int, peers, ids) -> None:

@@ -8,9 +8,9 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from conftest import order as order_payload
 
+from gateway.core.lifecycle import FINAL, Fix, messages_for, next_status, on_command, on_fix, on_order, on_status
+from gateway.core.models import Order, ShopCommand, Status, StatusUpdate
 from gateway.errors import IllegalTransition, NotYours
-from gateway.lifecycle import FINAL, Fix, messages_for, next_status, on_command, on_fix, on_order, on_status
-from gateway.models import Order, ShopCommand, Status, StatusUpdate
 
 T0 = datetime(2026, 11, 22, 9, 0, tzinfo=UTC)
 _n = itertools.count()
@@ -37,11 +37,11 @@ def test_new_order_with_courier_is_created_assigned_acked_and_tasked():
     assert outcome.record.status == Status.assigned
     assert [h.kind for h in outcome.happenings] == ["created", "assigned"]
     assert [(c, t.kind) for c, t in outcome.tasks] == [("c7", "assign")]
-    assert [a.kind for a in outcome.acks] == ["accepted"]
+    assert [(a.kind, a.courier_id) for a in outcome.acks] == [("accepted", "c7"), ("assigned", "c7")]
     topics = [m.topic for m in messages_for(outcome)]
     assert topics == ["shops/rose/orders", "shops/rose/orders", "couriers/c7/tasks", "orders/A1001/state",
-                      "ordersys/acks"]
-    assert [m.retain for m in messages_for(outcome)] == [False, False, False, True, False]
+                      "ordersys/acks", "ordersys/acks"]
+    assert [m.retain for m in messages_for(outcome)] == [False, False, False, True, False, False]
 
 
 def test_new_order_without_courier_waits_in_created():
@@ -49,10 +49,23 @@ def test_new_order_without_courier_waits_in_created():
     assert outcome.record.status == Status.created and outcome.tasks == []
 
 
-def test_exact_duplicate_is_nothing_and_missing_courier_in_update_keeps_the_assignment():
+def test_exact_duplicate_changes_nothing_but_is_acked_again_and_missing_courier_keeps_the_assignment():
     record = created().record
-    assert on_order(record, record.order, T0, new_id) is None
-    assert on_order(record, Order.model_validate(order_payload(courier_id=None)), T0, new_id) is None
+    for repeat in (record.order, Order.model_validate(order_payload(courier_id=None))):
+        outcome = on_order(record, repeat, T0, new_id, courier_known=True)
+        assert outcome.record == record and not outcome.state_changed and not outcome.tasks
+        assert not outcome.happenings
+        [ack] = outcome.acks
+        assert (ack.kind, ack.duplicate, ack.status, ack.courier_id) == ("accepted", True, Status.assigned, "c7")
+
+
+def test_unknown_courier_is_accepted_but_said_to_be_unknown():
+    outcome = on_order(None, Order.model_validate(order_payload()), T0, new_id, courier_known=False)
+    assert [a.courier_known for a in outcome.acks] == [False, False]
+    assigned = next(h for h in outcome.happenings if h.kind == "assigned")
+    assert assigned.courier_known is False
+    event = next(m for m in messages_for(outcome) if b'"kind":"assigned"' in m.payload)
+    assert b'"courier_known":false' in event.payload
 
 
 def test_update_after_final_status_is_refused():
@@ -130,6 +143,7 @@ def test_reassignment_cancels_the_old_courier_task_until_pickup():
                          ShopCommand(command="assign", order_id="A1001", courier_id="c9"), T0, new_id)
     assert [(c, t.kind) for c, t in outcome.tasks] == [("c7", "cancel"), ("c9", "assign")]
     assert outcome.record.status == Status.packed and outcome.record.courier_id == "c9"
+    assert [(a.kind, a.courier_id) for a in outcome.acks] == [("assigned", "c9")]  # the order system hears of it
     with pytest.raises(IllegalTransition, match="cannot be reassigned"):
         on_command(record_in(Status.picked_up), "rose",
                    ShopCommand(command="assign", order_id="A1001", courier_id="c9"), T0, new_id)
@@ -142,6 +156,28 @@ def test_packed_tells_the_courier_and_cancel_cancels_its_task():
     cancelled = on_command(packed.record, "rose", ShopCommand(command="cancel", order_id="A1001"), T0, new_id)
     assert cancelled.record.status == Status.cancelled
     assert [(c, t.kind) for c, t in cancelled.tasks] == [("c7", "cancel")]
+    assert [(a.kind, a.status) for a in packed.acks + cancelled.acks] == [
+        ("status_changed", Status.packed), ("status_changed", Status.cancelled)]
+
+
+def test_a_cancel_task_carries_only_what_the_phone_needs_to_drop_the_job():
+    for outcome in (
+        on_command(record_in(Status.assigned), "rose", ShopCommand(command="assign", order_id="A1001",
+                                                                     courier_id="c9"), T0, new_id),
+        on_order(record_in(Status.assigned), Order.model_validate(order_payload(courier_id="c9")), T0, new_id),
+        on_command(record_in(Status.assigned), "rose", ShopCommand(command="cancel", order_id="A1001"), T0, new_id),
+    ):
+        [cancel] = [task for courier, task in outcome.tasks if task.kind == "cancel"]
+        assert cancel.order is None
+        text = cancel.model_dump_json()
+        for secret in ("+8613800000000", "Li Na", "Sunshine", "c9", "roses"):
+            assert secret not in text
+
+
+def test_an_operator_may_command_any_shops_order():
+    outcome = on_command(record_in(Status.assigned), None, ShopCommand(command="packed", order_id="A1001"), T0,
+                         new_id)
+    assert outcome.record.status == Status.packed and outcome.happenings[0].actor == "operator"
 
 
 def test_shops_command_only_their_own_orders():

@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import re
 import sqlite3
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-from conftest import DEADLINE, ROOT, GatewayProcess, Peer, order, raw_connect, recv_exactly, write_config
+from conftest import DEADLINE, Peer, fieldgate, launch, order, raw_connect, recv_exactly
 
-from gateway.codec import encode_publish
+from gateway.broker.codec import encode_publish
 
 PASSWORD = "s3cret-Passw0rd"
 USERS = {  # name: (role, id)
@@ -22,13 +20,8 @@ USERS = {  # name: (role, id)
 }
 
 
-def fieldgate(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "cli.main", *args], cwd=ROOT, input=stdin, capture_output=True,
-                          text=True, timeout=60, env={"COLUMNS": "200", "PATH": "/usr/bin:/bin"})
-
-
 def add_user(data: Path, name: str, role: str, user_id: str | None, password: str = PASSWORD) -> None:
-    args = ["users", "add", name, "--role", role, "--password-stdin", "--data-dir", str(data)]
+    args = ["users", "add", name, "--role", role, "--password-stdin", "--init", "--data-dir", str(data)]
     if user_id:
         args += ["--id", user_id]
     done = fieldgate(*args, stdin=password + "\n")
@@ -42,9 +35,7 @@ def secure(tmp_path_factory: pytest.TempPathFactory):
     data = tmp / "data"
     for name, (role, user_id) in USERS.items():
         add_user(data, name, role, user_id)
-    config = write_config(tmp / "broker.yaml", broker={"max_publish_rate": 0})
-    gw = GatewayProcess(["serve", "--port", "0", "--data-dir", str(data), "--config", str(config),
-                         "--no-anonymous"], data).start()
+    gw = launch(tmp, "--no-anonymous", data_dir=data, config={"broker": {"max_publish_rate": 0}})
     yield gw
     gw.kill()
 
@@ -103,24 +94,26 @@ def test_anonymous_is_refused_on_a_listener_that_is_not_loopback(spawn, tmp_path
 
 PUBLISH_CANDIDATES = [
     "orders/in", "couriers/c7/status", "couriers/c7/receipts", "couriers/c7/gps", "couriers/c7/presence",
-    "couriers/c8/status", "couriers/c7/tasks", "owntracks/c7/phone", "owntracks/c8/phone", "shops/rose/commands",
-    "shops/tulip/commands", "shops/rose/orders", "ordersys/acks", "orders/A1/state", "misc/topic",
+    "couriers/c8/status", "couriers/c7/tasks", "owntracks/c7/phone", "owntracks/c7/phone/event", "owntracks/c8/phone",
+    "shops/rose/commands", "shops/tulip/commands", "shops/rose/open/get", "shops/tulip/open/get", "shops/rose/orders",
+    "ordersys/acks", "orders/A1/state", "operator/commands", "misc/topic", "$fieldgate/devices/c7", "$SYS/x",
 ]
 SUBSCRIBE_CANDIDATES = [
     "couriers/c7/tasks", "couriers/c7/errors", "couriers/c8/tasks", "couriers/+/tasks", "couriers/c7/#",
-    "couriers/c7/status", "shops/rose/orders", "shops/rose/errors", "shops/tulip/orders", "shops/+/orders",
-    "orders/+/state", "orders/#", "ordersys/acks", "ordersys/#", "ordersys/errors", "#", "$SYS/#", "owntracks/+/+",
+    "couriers/c7/status", "shops/rose/orders", "shops/rose/errors", "shops/rose/open", "shops/tulip/open",
+    "shops/tulip/orders", "shops/+/orders", "orders/+/state", "orders/#", "ordersys/acks", "ordersys/#",
+    "ordersys/errors", "operator/errors", "#", "$SYS/#", "owntracks/+/+",
 ]
 ALLOWED_PUBLISH = {
     "c7-phone": {"couriers/c7/status", "couriers/c7/receipts", "couriers/c7/gps", "couriers/c7/presence",
-                 "owntracks/c7/phone"},
-    "rose-terminal": {"shops/rose/commands"},
+                 "owntracks/c7/phone", "owntracks/c7/phone/event"},
+    "rose-terminal": {"shops/rose/commands", "shops/rose/open/get"},
     "erp": {"orders/in"},
-    "ops": set(),
+    "ops": {"operator/commands"},
 }
 ALLOWED_SUBSCRIBE = {
     "c7-phone": {"couriers/c7/tasks", "couriers/c7/errors"},
-    "rose-terminal": {"shops/rose/orders", "shops/rose/errors", "orders/+/state"},
+    "rose-terminal": {"shops/rose/orders", "shops/rose/errors", "shops/rose/open", "orders/+/state"},
     "erp": {"ordersys/acks", "ordersys/#", "ordersys/errors"},
     "ops": set(SUBSCRIBE_CANDIDATES),
 }
@@ -128,7 +121,7 @@ ALLOWED_SUBSCRIBE = {
 
 @pytest.mark.parametrize("user", list(USERS))
 def test_acl_matrix_every_allowed_and_every_denied_pair(secure, user):
-    observer = login(secure.port, "ops", subscribe=("#",))
+    observer = login(secure.port, "ops", subscribe=("#", "$SYS/#"))
     client = login(secure.port, user)
     granted = client.subscribe(*SUBSCRIBE_CANDIDATES)
     assert {f for f, code in zip(SUBSCRIBE_CANDIDATES, granted, strict=True) if code != 128} == ALLOWED_SUBSCRIBE[user]
@@ -190,7 +183,7 @@ def test_tls_and_websocket_listeners_carry_mqtt(spawn, tmp_path, peers):
 
 def test_topic_limits_refuse_long_and_deep_topics(spawn, peers):
     gw = spawn(config={"broker": {"max_topic_length": 32, "max_topic_levels": 4}})
-    observer = peers(gw.port, subscribe=("#",))
+    observer = peers(gw.port, subscribe=("a/#",))
     client = peers(gw.port, "limits-client")
     assert client.subscribe("a/" + "x" * 40, "a/b/c/d/e", "a/b") == [128, 128, 1]
     client.publish("a/" + "y" * 40, {"n": 1})

@@ -8,9 +8,9 @@ from conftest import order
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from gateway.config import BridgeSettings
-from gateway.service import Gateway, Inbound
-from gateway.store import Store
+from gateway.bridge.service import Gateway, Inbound
+from gateway.config import BridgeSettings, Settings
+from gateway.store.tables import Store
 
 
 class Clock:
@@ -24,7 +24,7 @@ class Clock:
 def make(tmp_path, retry: float = 30.0) -> tuple[Gateway, Clock]:
     clock = Clock()
     store = Store(tmp_path / "fieldgate.db")
-    return Gateway(store, BridgeSettings(task_retry_seconds=retry), clock=clock), clock
+    return Gateway(store, Settings(bridge=BridgeSettings(task_retry_seconds=retry)), clock=clock), clock
 
 
 def send(gw: Gateway, topic: str, payload) -> list:

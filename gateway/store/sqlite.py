@@ -13,10 +13,11 @@ import sqlite3
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import sqlite_utils
 
-from gateway.errors import StoreError
+from gateway.errors import StoreError, translate
 
 log = logging.getLogger("fieldgate.store")
 
@@ -92,37 +93,84 @@ def connect(path: Path, *, readonly: bool = False, synchronous: str = "FULL") ->
             conn.execute(f"PRAGMA application_id = {APPLICATION_IDS[path.name]}")
         conn.execute("PRAGMA busy_timeout=5000")
     except sqlite3.DatabaseError as exc:
-        raise StoreError(f"cannot open {path}: {exc}") from exc
+        raise StoreError(f"cannot open {path}: {exc}", hint=(translate(exc) or StoreError("")).hint) from exc
     return conn
 
 
-def check_schema_version(db: sqlite_utils.Database, path: Path, version: int) -> None:
-    """Record the schema version in a new file; refuse a file written with another one."""
-    db["meta"].create({"key": str, "value": str}, pk="key", if_not_exists=True)
-    found = db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
-    if found is None:
-        db.execute("INSERT INTO meta VALUES ('schema_version', ?)", (str(version),))
-    elif int(found[0]) != version:
-        raise StoreError(f"{path} has schema version {found[0]}, this fieldgate expects {version}",
-                         hint="Use the fieldgate version that wrote it, or move the file aside.")
+def add_missing_columns(db: sqlite_utils.Database, table: str, columns: dict[str, Any]) -> None:
+    """Forward migration of an existing table: add each column it lacks (SQLite's ALTER TABLE ADD COLUMN)."""
+    have = {c.name for c in db[table].columns}
+    for name, (kind, default) in columns.items():
+        if name not in have:
+            db.execute(f"ALTER TABLE {table} ADD COLUMN {name} {kind}" + ("" if default is None else
+                                                                          f" NOT NULL DEFAULT {default!r}"))
 
 
 class SqliteFile:
-    """What both stores share: open the file (read-only, or for writing and then migrate it), close it."""
+    """What both stores share: open the file (read-only, or for writing and then migrate it), close it.
+
+    Writing opens create a missing file only with `create=True`; they migrate an older schema
+    forward (`_migrate` is idempotent) and refuse a newer one. Read-only opens never create or
+    migrate anything: a missing, empty or older file is a StoreError saying what to do.
+    """
 
     SCHEMA_VERSION = 1
 
-    def __init__(self, path: Path, *, readonly: bool = False, synchronous: str = "FULL") -> None:
+    def __init__(self, path: Path, *, readonly: bool = False, synchronous: str = "FULL", create: bool = True) -> None:
         self.path = path
         self.readonly = readonly
+        if not path.exists() and (readonly or not create):
+            raise StoreError(f"no fieldgate database at {path}",
+                             hint="Point --data-dir (or --config) at the data directory `fieldgate serve` uses"
+                             + ("." if readonly else ", or pass --init to create a new one there."))
         self.conn = connect(path, readonly=readonly, synchronous=synchronous)
         self.db = sqlite_utils.Database(self.conn)
-        if not readonly:
-            check_schema_version(self.db, path, self.SCHEMA_VERSION)
+        try:
+            if readonly:
+                self._check_version()
+            else:
+                self._upgrade()
+        except BaseException:
+            self.conn.close()
+            raise
+
+    def _version(self) -> int | None:
+        if not self.db["meta"].exists():
+            return None
+        found = self.conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+        return None if found is None else int(found[0])
+
+    def _check_version(self) -> None:
+        found = self._version()
+        if found is None:
+            raise StoreError(f"{self.path} holds no fieldgate tables yet",
+                             hint="Start `fieldgate serve` on this data directory once, or point --data-dir "
+                             "at the one it uses.")
+        if found < self.SCHEMA_VERSION:
+            raise StoreError(f"{self.path} has schema version {found}; this fieldgate reads {self.SCHEMA_VERSION}",
+                             hint="Start `fieldgate serve` once: it upgrades the file in place.")
+        if found > self.SCHEMA_VERSION:
+            raise StoreError(f"{self.path} has schema version {found}, newer than this fieldgate's "
+                             f"{self.SCHEMA_VERSION}", hint="Use the fieldgate version that wrote it.")
+
+    def _upgrade(self) -> None:
+        """Create or migrate the schema in one transaction; refuse a file from a newer fieldgate."""
+        self.conn.execute("BEGIN IMMEDIATE")
+        try:
+            found = self._version()
+            if found is not None and found > self.SCHEMA_VERSION:
+                raise StoreError(f"{self.path} has schema version {found}, newer than this fieldgate's "
+                                 f"{self.SCHEMA_VERSION}", hint="Use the fieldgate version that wrote it.")
+            self.db["meta"].create({"key": str, "value": str}, pk="key", if_not_exists=True)
             self._migrate()
+            self.conn.execute("INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)", (str(self.SCHEMA_VERSION),))
+        except BaseException:
+            self.conn.execute("ROLLBACK")
+            raise
+        self.conn.execute("COMMIT")
 
     def _migrate(self) -> None:
-        """Create the tables and indexes this file needs (idempotent)."""
+        """Create the tables and indexes this file needs, and add columns older files lack (idempotent)."""
         raise NotImplementedError
 
     def close(self) -> None:

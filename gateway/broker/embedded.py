@@ -2,7 +2,7 @@
 
 What amqtt still does: its listeners (TCP, TLS, WebSocket; `Broker.start`/`shutdown`) and CONNECT
 parsing and validation (`BrokerProtocolHandler.init_from_connect`). Authentication and the topic
-ACL are fieldgate's (`gateway.users`, `gateway.acl`); amqtt's plugin set is configured empty.
+ACL are fieldgate's (`gateway.auth`, `gateway.core.acl`); amqtt's plugin set is configured empty.
 
 What `FieldgateBroker` replaces, each behaviour of amqtt 0.12.1 named with where it lived:
 
@@ -10,7 +10,7 @@ What `FieldgateBroker` replaces, each behaviour of amqtt 0.12.1 named with where
   to `gateway.sessions.Engine` instead of `Broker._sessions`.
 - Sessions, subscriptions, offline queues and retained messages lived in memory and
   `Broker.start()`/`shutdown()` cleared them → persisted in broker.db and restored at start
-  (`gateway.broker_store`).
+  (`gateway.broker.store`).
 - `ProtocolHandler._handle_qos1_message_flow` sent the publisher's PUBACK as soon as the
   message was queued in memory → PUBACK after the group commit (`Engine.inbound_publish`).
 - The same method dropped an outgoing QoS-1 message the subscriber had not PUBACKed within a
@@ -27,7 +27,7 @@ What `FieldgateBroker` replaces, each behaviour of amqtt 0.12.1 named with where
   "connected" forever and its will was never sent → closed after 1.5 times its keep-alive, will
   published (`Connection._watchdog`).
 - `AnonymousAuthPlugin(allow_anonymous=True)` marked every session anonymous, even named ones,
-  and amqtt then queued nothing for it → not loaded; `gateway.users.Authenticator` decides, and
+  and amqtt then queued nothing for it → not loaded; `gateway.auth.Authenticator` decides, and
   anonymous clients (loopback only) keep persistent sessions like anyone else.
 - The listener's `max_connections` made extra clients *wait* for a slot → `broker.max_connections`
   refuses them with CONNACK 3 (server unavailable).
@@ -36,8 +36,9 @@ What `FieldgateBroker` replaces, each behaviour of amqtt 0.12.1 named with where
 from __future__ import annotations
 
 import asyncio
-import itertools
+import errno
 import logging
+import re
 import time
 from importlib.metadata import version
 from pathlib import Path
@@ -56,17 +57,17 @@ from amqtt.errors import BrokerError
 from amqtt.mqtt.protocol.broker_handler import BrokerProtocolHandler
 from amqtt.session import Session as AmqttSession
 
-from gateway import acl, codec
-from gateway.acl import Identity, Role
-from gateway.broker_store import DB_NAME, BrokerStore
-from gateway.codec import ProtocolViolation
+from gateway.auth import BRIDGE_USER, Authenticator
+from gateway.bridge.transport import BrokerUrl
+from gateway.broker import codec
+from gateway.broker.codec import ProtocolViolation
+from gateway.broker.engine import Engine, Message, Session
+from gateway.broker.store import DB_NAME, BrokerStore
 from gateway.config import Settings
-from gateway.contract import INBOUND_FILTERS
+from gateway.core import acl, contract
+from gateway.core.acl import Role
 from gateway.errors import BrokerStartError
-from gateway.sessions import Engine, Session
-from gateway.store import db_path
-from gateway.transport import BrokerUrl, Received, TransportFactory
-from gateway.users import BRIDGE_USER, Authenticator, UserStore
+from gateway.store.tables import Store, db_path
 
 log = logging.getLogger("fieldgate.broker")
 
@@ -114,10 +115,11 @@ class RateLimit:
 class Connection:
     """One client's network connection after CONNECT: reads packets, writes bytes, watches keep-alive."""
 
-    def __init__(self, reader: ReaderAdapter, writer: WriterAdapter, abort: Any, keepalive: int) -> None:
+    def __init__(self, reader: ReaderAdapter, writer: WriterAdapter, transport: asyncio.BaseTransport,
+                 keepalive: int) -> None:
         self.reader = reader
         self.writer = writer
-        self._abort = abort
+        self._transport = transport
         self.closed = False
         self._loop = asyncio.get_running_loop()
         self._dirty = asyncio.Event()
@@ -128,9 +130,16 @@ class Connection:
         self.timed_out = False
 
     def send(self, data: bytes) -> None:
-        if not self.closed:
-            self.writer.write(data)
-            self._dirty.set()
+        if self.closed:
+            return
+        if self._transport.is_closing():  # the peer is gone: writing would only make asyncio complain per packet
+            self.close()
+            return
+        self.writer.write(data)
+        self._dirty.set()
+
+    def deliver(self, message: Message, qos: int, retain: bool, dup: bool, packet_id: int | None) -> None:
+        self.send(codec.encode_publish(message.topic, message.payload, qos, retain, dup, packet_id))
 
     async def _flush(self) -> None:
         try:
@@ -159,7 +168,7 @@ class Connection:
         if self._timer is not None:
             self._timer.cancel()
         self._flusher.cancel()
-        self._abort()
+        self._transport.abort()
 
     async def read_exactly(self, n: int) -> bytes:
         data = await self.reader.read(n)
@@ -201,12 +210,10 @@ class FieldgateBroker(Broker):
 
     async def stream_connected(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
                                listener_name: str) -> None:
-        await self._serve(listener_name, StreamReaderAdapter(reader), StreamWriterAdapter(writer),
-                          writer.transport.abort)
+        await self._serve(listener_name, StreamReaderAdapter(reader), StreamWriterAdapter(writer), writer.transport)
 
     async def ws_connected(self, websocket: Any, listener_name: str) -> None:
-        await self._serve(listener_name, WebSocketsReader(websocket), WebSocketsWriter(websocket),
-                          websocket.transport.abort)
+        await self._serve(listener_name, WebSocketsReader(websocket), WebSocketsWriter(websocket), websocket.transport)
 
     async def _client_connected(self, listener_name: str, reader: ReaderAdapter, writer: WriterAdapter) -> None:
         raise NotImplementedError("FieldgateBroker serves connections in _serve")
@@ -225,15 +232,17 @@ class FieldgateBroker(Broker):
 
     # ------------------------------------------------------------------ one connection
 
-    async def _serve(self, listener_name: str, reader: ReaderAdapter, writer: WriterAdapter, abort: Any) -> None:
+    async def _serve(self, listener_name: str, reader: ReaderAdapter, writer: WriterAdapter,
+                     transport: asyncio.BaseTransport) -> None:
         server = self._servers.get(listener_name)
         if server is None:
-            abort()
+            transport.abort()
             return
-        await self._connection(listener_name, reader, writer, abort)
+        await self._connection(listener_name, reader, writer, transport)
 
     async def _connection(self, listener_name: str, reader: ReaderAdapter, writer: WriterAdapter,
-                          abort: Any) -> None:
+                          transport: asyncio.BaseTransport) -> None:
+        abort = transport.abort
         peer = writer.get_peer_info()
         try:
             _, incoming = await asyncio.wait_for(
@@ -274,7 +283,7 @@ class FieldgateBroker(Broker):
             abort()
             return
         assert identity is not None
-        link = Connection(reader, writer, abort, incoming.keep_alive)
+        link = Connection(reader, writer, transport, incoming.keep_alive)
         self.links.add(link)
         session, present = self.engine.attach(client_id, bool(incoming.clean_session), will, link, identity)
         log.debug("client connected", extra={"ctx": {**ctx, "identity": str(identity),
@@ -294,7 +303,7 @@ class FieldgateBroker(Broker):
                 log.info("keep-alive expired", extra={"ctx": {**ctx, "keepalive": incoming.keep_alive}})
             self.links.discard(link)
             if session.link is link:
-                self.engine.detach(session, graceful=graceful)
+                self.engine.detach(session, graceful=graceful, how="timeout" if link.timed_out else None)
             link.close()
 
     def _topic_problem(self, topic: str) -> str | None:
@@ -306,11 +315,28 @@ class FieldgateBroker(Broker):
             return f"topic deeper than broker.max_topic_levels ({limits.max_topic_levels})"
         return None
 
+    def _off_contract(self, s: Session, topic: str, why: str, *, count: bool = True) -> None:
+        """Count, log and answer a publish that goes nowhere the gateway reads; the answer goes to the sender's
+        errors topic: its user's (courier, shop, order system), else the one its topic names, else its client id's."""
+        identity = s.identity
+        errors: str | None = None
+        if identity.role == Role.courier and identity.id:
+            errors = contract.courier_topic(identity.id, "errors")
+        elif identity.role == Role.shop and identity.id:
+            errors = contract.shop_topic(identity.id, "errors")
+        elif identity.role == Role.ordersys:
+            errors = contract.ORDERSYS_ERRORS
+        else:
+            errors = contract.errors_topic_named_by(topic) or (
+                contract.client_errors_topic(s.client_id) if contract.is_id(s.client_id) else None)
+        self.engine.note_off_contract(s, topic, why, errors, count=count)
+
     async def _packets(self, link: Connection, s: Session) -> bool:
         """Serve packets until the client disconnects; True if it sent DISCONNECT."""
         engine, max_bytes, identity = self.engine, self.fg.broker.max_packet_bytes, s.identity
         limited = self.fg.broker.max_publish_rate > 0 and identity.role not in (Role.gateway, Role.local)
         bucket = RateLimit(self.fg.broker.max_publish_rate, self.fg.broker.publish_burst) if limited else None
+        watch_contract = identity.role not in (Role.gateway, Role.operator)
         while True:
             kind, flags, body = await link.read_packet(max_bytes)
             if kind == codec.PUBLISH:
@@ -319,13 +345,16 @@ class FieldgateBroker(Broker):
                     engine.note_throttled(s, wait)
                     await asyncio.sleep(wait)  # throttle this client only: its socket is simply read later
                 problem = self._topic_problem(p.topic)
-                if problem is None and (p.topic.startswith("$SYS") or not acl.may_publish(identity, p.topic)):
-                    problem = f"{identity} may not publish to this topic"
-                if problem is not None:
-                    engine.note_denied(s, p.topic, problem)
+                if problem is not None or not acl.may_publish(identity, p.topic):
+                    engine.note_denied(s, p.topic, problem or f"{identity} may not publish to this topic")
+                    if problem is None:
+                        self._off_contract(s, p.topic, f"{identity} may not publish to {p.topic}", count=False)
                     if p.qos:  # 3.1.1 has no negative acknowledgement: acknowledge and drop
                         link.send(codec.encode_ack(codec.PUBACK if p.qos == 1 else codec.PUBREC, p.packet_id or 0))
                     continue
+                if watch_contract and not contract.in_contract(p.topic):
+                    self._off_contract(s, p.topic, f"topic {p.topic!r} is not part of the fieldgate topic contract; "
+                                       "nobody in the gateway reads it")
                 engine.inbound_publish(s, p.topic, p.payload, p.qos, p.retain, p.packet_id)
             elif kind in (codec.PUBACK, codec.PUBREC, codec.PUBCOMP):
                 engine.acknowledged(s, kind, codec.decode_packet_id(flags, 0, body, "acknowledgement"))
@@ -354,79 +383,23 @@ class FieldgateBroker(Broker):
                 raise ProtocolViolation(f"unexpected packet type {kind} after CONNECT [MQTT-3.1.0-2]")
 
 
-class LocalTransport:
-    """The embedded bridge's connection to the engine, in the same process: the `Transport` contract of
-    `gateway.transport.MqttTransport`, without a socket or a second broker hop.
-
-    The bridge's session is an ordinary persistent engine session (client id `bridge.client_id`,
-    role gateway), so its queue is as durable as any client's. The engine talks to it as to any
-    `Link`, in encoded packets, on the event loop's thread; the bridge's calls cross over to that
-    thread with `call_soon_threadsafe`.
-    """
-
-    def __init__(self, engine: Engine, loop: asyncio.AbstractEventLoop, client_id: str,
-                 subscriptions: tuple[str, ...], on_message: Any, on_published: Any) -> None:
-        self.engine, self.loop, self.client_id = engine, loop, client_id
-        self.subscriptions = subscriptions
-        self._on_message, self._on_published = on_message, on_published
-        self._session: Session | None = None
-        self._ids = itertools.count(1)
-        self._connected = False
-
-    # Link, called by the engine on the loop thread.
-
-    def send(self, data: bytes) -> None:
-        first, body = codec.split(data)
-        kind = first >> 4
-        if kind == codec.PUBLISH:
-            p = codec.decode_publish(first & 0x0F, body)
-            self._on_message(Received(p.topic, p.payload, p.qos, p.packet_id or 0, 0))
-        elif kind == codec.PUBACK:
-            self._on_published(int.from_bytes(body[:2], "big"))
-
-    def close(self) -> None:
-        self._connected = False
-
-    # Transport, called by the bridge's threads.
-
-    def start(self, timeout: float) -> None:
-        asyncio.run_coroutine_threadsafe(self._attach(), self.loop).result(timeout)
-
-    async def _attach(self) -> None:
-        s, present = self.engine.attach(self.client_id, False, None, self, Identity(Role.gateway))
-        self._session = s
-        self.engine.subscribe(s, next(self._ids) % 65535 + 1, [(f, 1) for f in self.subscriptions])
-        self.engine.connack(s, present)
-        await self.engine.flush()
-        self._connected = True
-        log.info("bridge attached in process", extra={"ctx": {"client_id": self.client_id, "session_present": present}})
-
-    @property
-    def connected(self) -> bool:
-        return self._connected
-
-    def publish(self, topic: str, payload: bytes, *, retain: bool = False) -> int:
-        mid = next(self._ids) % 65535 + 1
-        self.loop.call_soon_threadsafe(self._publish, topic, payload, retain, mid)
-        return mid
-
-    def _publish(self, topic: str, payload: bytes, retain: bool, mid: int) -> None:
-        if self._session is not None and self._session.link is self:
-            self.engine.inbound_publish(self._session, topic, payload, 1, retain, mid)
-
-    def ack(self, message: Received) -> bool:
-        if self._session is None or not self._connected:
-            return False
-        self.loop.call_soon_threadsafe(self.engine.acknowledged, self._session, codec.PUBACK, message.mid)
-        return True
-
-    def stop(self) -> None:
-        def detach() -> None:
-            if self._session is not None and self._session.link is self:
-                self.engine.detach(self._session, graceful=True)
-
-        self._connected = False
-        self.loop.call_soon_threadsafe(detach)
+def _listen_error(exc: BrokerError) -> BrokerStartError:
+    """amqtt's failure to start, said in one line: which address, what went wrong, what to do."""
+    cause = exc.__cause__
+    if not isinstance(cause, OSError):
+        return BrokerStartError(f"the embedded broker could not start: {cause or exc}")
+    where = re.search(r"\('([^']*)', (\d+)\)", str(cause))
+    address = f" on {where.group(1)}:{where.group(2)}" if where else ""
+    why = (cause.strerror or str(cause)).lower()
+    if cause.errno == errno.EADDRINUSE:
+        hint = "Another program (another broker?) listens there: stop it, or choose a free port (--port)."
+    elif cause.errno == errno.EACCES:
+        hint = "Ports below 1024 need privileges: use 1883 (or 8883 for TLS), or run as a service that may."
+    elif cause.errno == errno.EADDRNOTAVAIL:
+        hint = "That address is not one of this machine's: use 127.0.0.1, 0.0.0.0 or an address it has (--host)."
+    else:
+        hint = "Check mqtt.host/mqtt.port (and the tls and websocket listeners) in broker.yaml."
+    return BrokerStartError(f"the embedded broker could not listen{address}: {why}", hint=hint)
 
 
 class EmbeddedBroker:
@@ -441,22 +414,25 @@ class EmbeddedBroker:
         self.settings = settings
         self.store = BrokerStore(Path(settings.data_dir) / DB_NAME, synchronous=settings.storage.synchronous.upper())
         self.engine = Engine(self.store, settings.broker)
-        self.users = UserStore(db_path(settings.data_dir))
-        self.auth = Authenticator(self.users, allow_anonymous=settings.allow_anonymous)
+        self.users_db: Store | None = None  # opened at start, read-only: the bridge's Store created it
+        self.auth: Authenticator | None = None
         self._broker: FieldgateBroker | None = None
 
     async def start(self) -> None:
         """Restore broker.db and start listening (`address` tells where; port 0 picks a free one)."""
+        self.users_db = Store(db_path(self.settings.data_dir), readonly=True)
+        self.auth = Authenticator(self.users_db.users, allow_anonymous=self.settings.allow_anonymous)
         await self.engine.start()
-        self._broker = FieldgateBroker(amqtt_config(self.settings), self.engine, self.settings, self.auth)
+        broker = FieldgateBroker(amqtt_config(self.settings), self.engine, self.settings, self.auth)
         try:
-            await self._broker.start()
+            await broker.start()
         except BrokerError as exc:
+            for server in broker._servers.values():  # the listeners amqtt opened before one failed
+                if server.instance is not None:
+                    server.instance.close()
             await self.engine.stop()
-            raise BrokerStartError(
-                f"the embedded broker could not listen on {self.settings.mqtt.host}:{self.settings.mqtt.port}: "
-                f"{exc.__cause__ or exc}"
-            ) from exc
+            raise _listen_error(exc) from exc
+        self._broker = broker
 
     @property
     def listener_names(self) -> list[str]:
@@ -470,15 +446,10 @@ class EmbeddedBroker:
         host, port = sockets[0].getsockname()[:2]
         return host, port
 
-    def local_transport(self) -> TransportFactory:
-        """The in-process transport for the embedded bridge (`bridge.in_process`)."""
-        loop = asyncio.get_running_loop()
-        return lambda on_message, on_published: LocalTransport(
-            self.engine, loop, self.settings.bridge.client_id, INBOUND_FILTERS, on_message, on_published)
-
     @property
     def bridge_url(self) -> BrokerUrl:
         """How the embedded bridge reaches this broker: loopback, with its own made-up credentials."""
+        assert self.auth is not None
         _, port = self.address("default")
         return BrokerUrl("127.0.0.1", port, BRIDGE_USER, self.auth.bridge_password)
 
@@ -491,4 +462,5 @@ class EmbeddedBroker:
             await self._broker.shutdown()
             self._broker = None
         self.store.close()
-        self.users.close()
+        if self.users_db is not None:
+            self.users_db.close()

@@ -30,11 +30,10 @@ from collections import OrderedDict, deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Protocol
 
-from gateway.acl import Identity, Role, may_receive, may_subscribe, needs_receive_check
-from gateway.broker_store import Batch, BrokerStore, SessionRow
-from gateway.codec import (
+from gateway.broker.codec import (
     PUBACK,
     PUBCOMP,
     PUBREC,
@@ -42,10 +41,13 @@ from gateway.codec import (
     UNSUBACK,
     encode_ack,
     encode_connack,
-    encode_publish,
     encode_suback,
 )
+from gateway.broker.store import Batch, BrokerStore, SessionRow
 from gateway.config import BrokerSettings
+from gateway.core.acl import Identity, Role, may_receive, may_subscribe, needs_receive_check
+from gateway.core.contract import BROKER_EVENTS, INBOUND_HINT, device_topic
+from gateway.core.models import BrokerEvent, DeviceEvent, Rejection
 
 log = logging.getLogger("fieldgate.broker")
 
@@ -53,14 +55,28 @@ log = logging.getLogger("fieldgate.broker")
 
 #: In-flight window of the embedded bridge's session: lets it commit large batches.
 GATEWAY_WINDOW = 1000
+#: A client publishing outside the contract is logged and answered once per topic in this many seconds.
+OFF_CONTRACT_QUIET_SECONDS = 60.0
 
 
 class Link(Protocol):
-    """What the session layer needs of a network connection."""
+    """What the session layer needs of a connection: a network one (`gateway.broker.embedded.Connection`)
+    encodes; the embedded bridge's (`gateway.bridge.local.LocalTransport`) takes the message as it is."""
 
-    def send(self, data: bytes) -> None: ...
+    def deliver(self, message: Message, qos: int, retain: bool, dup: bool, packet_id: int | None) -> None: ...
+
+    def send(self, data: bytes) -> None: ...  # an encoded control packet (CONNACK, PUBACK, SUBACK, ...)
 
     def close(self) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Origin:
+    """Who published a message: its client id and authenticated identity. Kept in memory only (not in broker.db):
+    what is delivered after a restart has no origin."""
+
+    client_id: str
+    identity: Identity
 
 
 @dataclass(slots=True, eq=False)
@@ -70,6 +86,7 @@ class Message:
     qos: int
     id: int | None = None  # its `messages` row, once a persistent session needs it
     refs: int = 0  # queue rows that point at it
+    origin: Origin | None = None
 
 
 @dataclass(slots=True, eq=False)
@@ -103,8 +120,10 @@ class Session:
     pending_bytes: int = 0
     dropped: int = 0
     denied: int = 0
+    off_contract: int = 0  # publishes to topics outside the topic contract
     _last_drop_log: float = 0.0
     _last_deny_log: float = 0.0
+    _last_off_contract: dict[str, float] = field(default_factory=dict)  # topic -> when last logged and answered
     _last_throttle_log: float = 0.0
     _packet_id: int = 0
 
@@ -210,7 +229,8 @@ class Engine:
                 self._batch.sessions[row.client_id] = None
                 continue
             self.sessions[row.client_id] = Session(row.client_id, clean=False, last_seen=row.last_seen,
-                                                   dropped=row.dropped, denied=row.denied)
+                                                   dropped=row.dropped, denied=row.denied,
+                                                   off_contract=row.off_contract)
         for client_id, topic_filter, qos in snap.subscriptions:
             if (s := self.sessions.get(client_id)) is not None:
                 s.subscriptions[topic_filter] = qos
@@ -229,6 +249,8 @@ class Engine:
         for topic, payload, qos in snap.retained:
             self.retained[topic] = Message(topic, payload, qos)
         self._tasks = [asyncio.create_task(self._committer()), asyncio.create_task(self._housekeeping())]
+        # Every connection of before is gone: the gateway marks the devices it knew of offline.
+        self.publish(BROKER_EVENTS, BrokerEvent(event="started", at=self._now()).model_dump_json().encode(), 1, False)
         for row in cut:
             if not row.clean:
                 self._save_session(self.sessions[row.client_id])
@@ -246,7 +268,7 @@ class Engine:
         for s in list(self.sessions.values()):
             if s.link is not None:
                 s.link.close()
-                self.detach(s, graceful=True)
+                self.detach(s, graceful=True, how="stopped")
         await self.flush()
         n = self.commits["count"]
         log.info("broker group commits", extra={"ctx": {
@@ -314,7 +336,7 @@ class Engine:
         if old is not None and old.link is not None:
             log.info("session taken over by a new connection", extra={"ctx": {"client_id": client_id}})
             old.link.close()
-            self.detach(old, graceful=True)
+            self.detach(old, graceful=True, how="taken_over")
             old = self.sessions.get(client_id)
         if clean or old is None or old.clean:
             if old is not None:
@@ -335,12 +357,23 @@ class Engine:
             self._drop_forbidden_subscriptions(s)
         if s.persistent or will is not None:
             self._save_session(s)
+        self._device_event(s, True, "connected")
         return s, present
 
     def _save_session(self, s: Session) -> None:
         self._batch.sessions[s.client_id] = SessionRow(s.client_id, s.clean, s.link is not None, s.last_seen, s.will,
-                                                       s.dropped, s.denied)
+                                                       s.dropped, s.denied, s.off_contract)
         self._changed()
+
+    def _now(self) -> datetime:
+        return datetime.fromtimestamp(self.clock(), UTC)
+
+    def _device_event(self, s: Session, online: bool, how: str) -> None:
+        """Tell the gateway that an authenticated courier's connection came or went ($fieldgate/devices/...)."""
+        if s.identity.role != Role.courier or s.identity.id is None:
+            return
+        event = DeviceEvent(client_id=s.client_id, online=online, how=how, at=self._now())
+        self.publish(device_topic(s.identity.id), event.model_dump_json().encode(), 1, False)
 
     def _drop_forbidden_subscriptions(self, s: Session) -> None:
         """A resumed session's subscriptions must still be allowed to whoever connects with its client id now."""
@@ -361,8 +394,28 @@ class Engine:
             s._last_deny_log = now
             log.warning("refused: %s", why, extra={"ctx": {"client_id": s.client_id, "topic": topic,
                                                              "denied_total": s.denied}})
-        if s.persistent:
-            self._save_session(s)
+        self._save_session(s)  # clean sessions too: `fieldgate sessions` shows the count while connected
+
+    def note_off_contract(self, s: Session, topic: str, why: str, errors_topic: str | None, *,
+                          count: bool = True) -> None:
+        """A publish to a topic outside the contract (or, count=False, one the ACL refused and `note_denied` counted):
+        counted per session; logged and answered with a Rejection on the sender's errors topic at most once a
+        minute per client and topic."""
+        if count:
+            s.off_contract += 1
+            self._save_session(s)  # clean sessions too: `fieldgate sessions` shows the count while connected
+        now = self.clock()
+        if now - s._last_off_contract.get(topic, float("-inf")) < OFF_CONTRACT_QUIET_SECONDS:
+            return
+        if len(s._last_off_contract) >= 1000:
+            s._last_off_contract.clear()
+        s._last_off_contract[topic] = now
+        log.warning("publish outside the topic contract: %s", why,
+                    extra={"ctx": {"client_id": s.client_id, "identity": str(s.identity), "topic": topic,
+                                   "answered_on": errors_topic, "count": s.off_contract}})
+        if errors_topic is not None:
+            rejection = Rejection(reason=why, topic=topic, hint=INBOUND_HINT, at=self._now())
+            self.publish(errors_topic, rejection.model_dump_json().encode(), 1, False)
 
     def note_throttled(self, s: Session, wait: float) -> None:
         now = self.clock()
@@ -383,10 +436,12 @@ class Engine:
 
         self.when_durable(send)
 
-    def detach(self, s: Session, *, graceful: bool) -> None:
-        """The connection ended. Without a DISCONNECT first, the will is published."""
+    def detach(self, s: Session, *, graceful: bool, how: str | None = None) -> None:
+        """The connection ended. Without a DISCONNECT first, the will is published. `how` says why, for the
+        gateway's presence: disconnect, lost, timeout, taken_over or stopped."""
         if s.link is None:
             return
+        self._device_event(s, False, how or ("disconnect" if graceful else "lost"))
         s.link, s.ready, s.last_seen = None, False, self.clock()
         will, s.will = s.will, None
         s.inbound_qos2.clear()
@@ -400,7 +455,7 @@ class Engine:
             self._save_session(s)
         if will is not None and not graceful:
             log.info("publishing will", extra={"ctx": {"client_id": s.client_id, "topic": will[0]}})
-            self.publish(*will)
+            self.publish(*will, origin=Origin(s.client_id, s.identity))
 
     def _discard(self, s: Session) -> None:
         """Forget a session and everything queued for it."""
@@ -420,7 +475,7 @@ class Engine:
     # ------------------------------------------------------------------ publish and deliver
 
     def publish(self, topic: str, payload: bytes, qos: int, retain: bool,
-                on_durable: Callable[[], None] | None = None) -> None:
+                on_durable: Callable[[], None] | None = None, origin: Origin | None = None) -> None:
         """Route one message to every matching session; `on_durable` runs once it is committed."""
         if retain:
             if payload:
@@ -430,7 +485,7 @@ class Engine:
                 self.retained.pop(topic, None)
                 self._batch.retained[topic] = None
             self._changed()
-        msg = Message(topic, payload, qos)
+        msg = Message(topic, payload, qos, origin=origin)
         for client_id, sub_qos in self.index.match(topic).items():
             s = self.sessions.get(client_id)
             if s is not None:
@@ -517,7 +572,7 @@ class Engine:
             m = d.message
             if d.qos == 0:
                 s.pending_bytes -= len(m.payload)
-                link.send(encode_publish(m.topic, m.payload, 0, d.retain, False, None))
+                link.deliver(m, 0, d.retain, False, None)
                 continue
             if not d.packet_id:
                 d.packet_id = s.next_packet_id()
@@ -532,8 +587,7 @@ class Engine:
         if d.phase == 2:
             link.send(encode_ack(PUBREL, d.packet_id))
             return
-        m = d.message
-        link.send(encode_publish(m.topic, m.payload, d.qos, d.retain, d.dup, d.packet_id))
+        link.deliver(d.message, d.qos, d.retain, d.dup, d.packet_id)
         d.dup = True
 
     def _set_phase(self, d: Delivery, phase: int) -> None:
@@ -584,7 +638,7 @@ class Engine:
             s.inbound_qos2.add(packet_id)
             link = s.link
             ack = lambda: link.send(encode_ack(PUBREC, packet_id))  # noqa: E731
-        self.publish(topic, payload, qos, retain, ack)
+        self.publish(topic, payload, qos, retain, ack, Origin(s.client_id, s.identity))
 
     def pubrel(self, s: Session, packet_id: int) -> None:
         s.inbound_qos2.discard(packet_id)

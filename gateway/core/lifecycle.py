@@ -3,8 +3,9 @@
 Each `on_*` function takes what the store knows (an `OrderRecord`), one validated inbound
 payload and the time, and returns an `Outcome`: the new record, the timeline entries, the
 tasks for couriers and the acks for the order system. It returns None when the message
-changes nothing (a QoS-1 duplicate) and raises a `Rejected` subclass when it must be refused.
-`gateway.service` applies outcomes to the store; `messages_for` turns them into MQTT payloads.
+changes nothing (a QoS-1 duplicate; a repeated order is answered with a duplicate Ack instead)
+and raises a `Rejected` subclass when it must be refused.
+`gateway.bridge.service` applies outcomes to the store; `messages_for` turns them into MQTT payloads.
 
 Status rules: forward moves may skip steps (created → picked_up is fine); backward moves are
 refused; delivered, failed and cancelled are final; exception may be entered from any
@@ -17,9 +18,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 
-from gateway import contract
-from gateway.errors import IllegalTransition, NotYours
-from gateway.models import (
+from gateway.core import contract
+from gateway.core.models import (
     Ack,
     Fix,
     Order,
@@ -31,6 +31,7 @@ from gateway.models import (
     StatusUpdate,
     Task,
 )
+from gateway.errors import IllegalTransition, NotYours
 
 FINAL = frozenset({Status.delivered, Status.failed, Status.cancelled})
 _RANK = {
@@ -95,6 +96,7 @@ class Happening:
     actor: str
     courier_id: str | None = None
     reason: str | None = None
+    courier_known: bool | None = None  # for `assigned`: has the gateway ever known this courier?
 
 
 @dataclass
@@ -136,14 +138,18 @@ def _with_status(record: OrderRecord, status: Status, now: datetime) -> OrderRec
     return replace(record, status=status, progress=progress, updated_at=now)
 
 
-def _task(kind: str, record: OrderRecord, now: datetime, new_id: NewId) -> Task:
-    return Task(msg_id=new_id(), kind=kind, order_id=record.order_id, order=record.view(), at=now)
+def _task(kind: str, record: OrderRecord, now: datetime, new_id: NewId, reason: str | None = None) -> Task:
+    """A task for the order's courier. A cancel carries only what the phone needs to drop the job: no
+    recipient, no address, no word of who takes over."""
+    order = None if kind == "cancel" else record.view()
+    return Task(msg_id=new_id(), kind=kind, order_id=record.order_id, order=order, reason=reason, at=now)
 
 
 def _reassign(
-    record: OrderRecord, courier_id: str, actor: str, now: datetime, new_id: NewId
+    record: OrderRecord, courier_id: str, actor: str, now: datetime, new_id: NewId, courier_known: bool | None
 ) -> Outcome:
-    """Give the order to `courier_id`: cancel the old courier's task, send the new one an assign."""
+    """Give the order to `courier_id`: cancel the old courier's task, send the new one an assign, tell the
+    shop (OrderEvent `assigned`) and the order system (Ack `assigned`)."""
     base = record.progress if record.status == Status.exception else record.status
     if record.courier_id is not None and _RANK[base] >= _RANK[Status.picked_up]:
         raise IllegalTransition(
@@ -157,19 +163,29 @@ def _reassign(
     updated = replace(_with_status(record, status, now), courier_id=courier_id)
     outcome = Outcome(record=updated)
     if old is not None:
-        outcome.tasks.append((old, _task("cancel", updated, now, new_id)))
+        outcome.tasks.append((old, _task("cancel", updated, now, new_id, reason="reassigned")))
         outcome.happenings.append(Happening("unassigned", updated.status, actor, courier_id=old))
-    outcome.happenings.append(Happening("assigned", updated.status, actor, courier_id=courier_id))
+    outcome.happenings.append(Happening("assigned", updated.status, actor, courier_id=courier_id,
+                                        courier_known=courier_known))
     outcome.tasks.append((courier_id, _task("assign", updated, now, new_id)))
+    outcome.acks.append(Ack(kind="assigned", order_id=record.order_id, status=updated.status, courier_id=courier_id,
+                            courier_known=courier_known, at=now))
     return outcome
 
 
-def _accepted(record: OrderRecord, now: datetime) -> Ack:
-    return Ack(kind="accepted", order_id=record.order_id, status=record.status, courier_id=record.courier_id, at=now)
+def _accepted(record: OrderRecord, now: datetime, *, duplicate: bool = False,
+              courier_known: bool | None = None) -> Ack:
+    return Ack(kind="accepted", order_id=record.order_id, status=record.status, courier_id=record.courier_id,
+               duplicate=duplicate, courier_known=courier_known, at=now)
 
 
-def on_order(existing: OrderRecord | None, order: Order, now: datetime, new_id: NewId) -> Outcome | None:
-    """An Order on orders/in: create it, or update it; None for an exact duplicate."""
+def on_order(
+    existing: OrderRecord | None, order: Order, now: datetime, new_id: NewId, *, courier_known: bool | None = None
+) -> Outcome:
+    """An Order on orders/in: create it, or update it. An exact repeat (an order system retrying after a lost
+    ack) changes nothing and is answered with the same `accepted` Ack, marked duplicate.
+
+    `courier_known` says whether the gateway has ever known the order's `courier_id` (None: no courier named)."""
     if existing is None:
         record = OrderRecord(
             order=order,
@@ -183,9 +199,9 @@ def on_order(existing: OrderRecord | None, order: Order, now: datetime, new_id: 
         if order.courier_id is None:
             outcome = Outcome(record=record)
         else:
-            outcome = _reassign(record, order.courier_id, "ordersys", now, new_id)
+            outcome = _reassign(record, order.courier_id, "ordersys", now, new_id, courier_known)
         outcome.happenings.insert(0, Happening("created", Status.created, "ordersys"))
-        outcome.acks.append(_accepted(outcome.record, now))
+        outcome.acks.insert(0, _accepted(outcome.record, now, courier_known=courier_known))
         return outcome
 
     keeps_courier = order.courier_id in (None, existing.courier_id)
@@ -193,7 +209,9 @@ def on_order(existing: OrderRecord | None, order: Order, now: datetime, new_id: 
         exclude={"courier_id"}
     )
     if keeps_courier and same_content:
-        return None
+        return Outcome(record=existing, state_changed=False,
+                       acks=[_accepted(existing, now, duplicate=True,
+                                       courier_known=courier_known if existing.courier_id else None)])
     if not existing.active:
         raise IllegalTransition(
             f"order {order.order_id} is already {existing.status}; it can no longer be updated",
@@ -212,9 +230,9 @@ def on_order(existing: OrderRecord | None, order: Order, now: datetime, new_id: 
             outcome.tasks.append((record.courier_id, _task("update", record, now, new_id)))
     else:
         assert order.courier_id is not None
-        outcome = _reassign(record, order.courier_id, "ordersys", now, new_id)
+        outcome = _reassign(record, order.courier_id, "ordersys", now, new_id, courier_known)
     outcome.happenings.insert(0, Happening("updated", outcome.record.status, "ordersys"))
-    outcome.acks.append(_accepted(outcome.record, now))
+    outcome.acks.insert(0, _accepted(outcome.record, now, courier_known=courier_known))
     return outcome
 
 
@@ -260,28 +278,30 @@ def on_status(record: OrderRecord, courier_id: str, update: StatusUpdate, now: d
 
 
 def on_command(
-    record: OrderRecord, shop_id: str, command: ShopCommand, now: datetime, new_id: NewId
+    record: OrderRecord, shop_id: str | None, command: ShopCommand, now: datetime, new_id: NewId, *,
+    courier_known: bool | None = None,
 ) -> Outcome | None:
-    """A shop terminal's ShopCommand on one of its own orders."""
-    if record.order.shop_id != shop_id:
+    """A ShopCommand: from a shop terminal on one of its own orders, or (shop_id None) from an operator on any.
+    `courier_known` is for assign: has the gateway ever known that courier?"""
+    if shop_id is not None and record.order.shop_id != shop_id:
         raise NotYours(
             f"order {record.order_id} belongs to shop {record.order.shop_id}, not {shop_id}",
             order_id=record.order_id,
             msg_id=command.msg_id,
         )
-    actor = f"shop:{shop_id}"
+    actor = "operator" if shop_id is None else f"shop:{shop_id}"
     if command.command == "assign":
         assert command.courier_id is not None
         if not record.active:
             next_status(record, Status.assigned)  # raises: final orders are not reassigned
         if command.courier_id == record.courier_id:
             return None
-        return _reassign(record, command.courier_id, actor, now, new_id)
+        return _reassign(record, command.courier_id, actor, now, new_id, courier_known)
     new = Status.packed if command.command == "packed" else Status.cancelled
     outcome = _status_change(record, new, actor, now, command.reason)
     if outcome is not None and outcome.record.courier_id is not None:
         kind = "ready_for_pickup" if new == Status.packed else "cancel"
-        outcome.tasks.append((outcome.record.courier_id, _task(kind, outcome.record, now, new_id)))
+        outcome.tasks.append((outcome.record.courier_id, _task(kind, outcome.record, now, new_id, command.reason)))
     return outcome
 
 
@@ -327,6 +347,7 @@ def messages_for(outcome: Outcome) -> list[Outgoing]:
             status=h.status,
             courier_id=h.courier_id,
             reason=h.reason,
+            courier_known=h.courier_known,
             order=view,
             at=record.updated_at,
         )

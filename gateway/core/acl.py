@@ -1,54 +1,53 @@
-"""Who may do what: roles, identities and the topic ACL. Pure functions, no broker.
+"""Who may do what: identities and the topic ACL, derived from the topic contract. Pure functions, no broker.
 
 The identity comes from the credentials, never from the topic a client picks (as Mosquitto's
 `pattern … %u`): a courier user `c7` may write `couriers/c7/status` and nothing of `c8`.
+Each role may publish the inbound topics and read the outbound topics `gateway.core.contract.TOPICS`
+grants it, its own id standing for its placeholder; on top of that:
 
-    role       publish                                         subscribe (read)
-    courier    couriers/%i/status|receipts|gps|presence,       couriers/%i/tasks, couriers/%i/errors
-               owntracks/%i/#
-    shop       shops/%i/commands                               shops/%i/orders, shops/%i/errors,
-                                                               orders/+/state (only its own orders')
-    ordersys   orders/in                                       ordersys/#
-    operator   -                                               everything, $SYS included
-    local      everything                                      everything   (anonymous on loopback)
-    gateway    everything                                      everything   (the embedded bridge)
+    ordersys   may also read ordersys/#
+    operator   may read everything, $SYS included
+    local      everything but $SYS and $fieldgate   (anonymous on loopback)
+    gateway    everything   (the embedded bridge)
 
+and a shop subscribed to orders/+/state receives only its own orders' states (`may_receive`).
 `%i` is the user's id (`fieldgate users add NAME --id ID`, default NAME).
 """
 
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
-from enum import StrEnum
 
+from gateway.core.contract import TOPICS, Role
 
-class Role(StrEnum):
-    courier = "courier"
-    shop = "shop"
-    ordersys = "ordersys"
-    operator = "operator"
-    local = "local"
-    gateway = "gateway"
-
+__all__ = ["USER_ROLES", "Identity", "Role", "may_publish", "may_receive", "may_subscribe", "needs_receive_check"]
 
 #: Roles an operator can give a user (`local` and `gateway` are the broker's own).
 USER_ROLES = (Role.courier, Role.shop, Role.ordersys, Role.operator)
-
-_PUBLISH = {
-    Role.courier: ("couriers/%i/status", "couriers/%i/receipts", "couriers/%i/gps", "couriers/%i/presence",
-                   "owntracks/%i/#"),
-    Role.shop: ("shops/%i/commands",),
-    Role.ordersys: ("orders/in",),
-    Role.operator: (),
-}
-_SUBSCRIBE = {
-    Role.courier: ("couriers/%i/tasks", "couriers/%i/errors"),
-    Role.shop: ("shops/%i/orders", "shops/%i/errors", "orders/+/state"),
-    Role.ordersys: ("ordersys/#",),
-    Role.operator: ("#", "$SYS/#"),
-}
+_OWN = {Role.courier: "{courier_id}", Role.shop: "{shop_id}"}
+_EXTRA_READ = {Role.ordersys: ("ordersys/#",), Role.operator: ("#", "$SYS/#")}
 _UNRESTRICTED = frozenset({Role.local, Role.gateway})
+#: Topics only the broker itself publishes (anonymous local clients may publish other `$` topics).
+_BROKER_OWN = ("$SYS", "$fieldgate")
+
+
+def _grant(pattern: str, role: Role) -> str:
+    own = _OWN.get(role)
+    if own is not None:
+        pattern = pattern.replace(own, "%i")
+    return re.sub(r"\{[a-z_]+\}", "+", pattern)
+
+
+_PUBLISH: dict[Role, tuple[str, ...]] = {
+    role: tuple(_grant(t.pattern, role) for t in TOPICS if t.inbound and role in t.publish) for role in USER_ROLES
+}
+_SUBSCRIBE: dict[Role, tuple[str, ...]] = {
+    role: tuple(_grant(t.pattern, role) for t in TOPICS if not t.inbound and role in t.read)
+    + _EXTRA_READ.get(role, ())
+    for role in USER_ROLES
+}
 
 
 @dataclass(frozen=True)
@@ -79,7 +78,9 @@ def covers(pattern: str, topic_filter: str) -> bool:
     return len(p) == len(f)
 
 
-def _patterns(identity: Identity, table: dict[Role, tuple[str, ...]]) -> tuple[str, ...]:
+def patterns(identity: Identity, *, publish: bool) -> tuple[str, ...]:
+    """The topic filters this identity may publish to (or read), its id filled in."""
+    table = _PUBLISH if publish else _SUBSCRIBE
     if identity.id is None or any(c in identity.id for c in "+#/"):
         return tuple(p for p in table[identity.role] if "%i" not in p)
     return tuple(p.replace("%i", identity.id) for p in table[identity.role])
@@ -87,14 +88,14 @@ def _patterns(identity: Identity, table: dict[Role, tuple[str, ...]]) -> tuple[s
 
 def may_publish(identity: Identity, topic: str) -> bool:
     if identity.role in _UNRESTRICTED:
-        return True
-    return any(covers(p, topic) for p in _patterns(identity, _PUBLISH))
+        return identity.role == Role.gateway or not topic.startswith(_BROKER_OWN)
+    return any(covers(p, topic) for p in patterns(identity, publish=True))
 
 
 def may_subscribe(identity: Identity, topic_filter: str) -> bool:
     if identity.role in _UNRESTRICTED:
         return True
-    return any(covers(p, topic_filter) for p in _patterns(identity, _SUBSCRIBE))
+    return any(covers(p, topic_filter) for p in patterns(identity, publish=False))
 
 
 def needs_receive_check(identity: Identity) -> bool:

@@ -6,12 +6,14 @@ One file, `<data_dir>/fieldgate.db`, in WAL mode so the CLI reads while the gate
     orders         order (latest snapshot)              put_order
     order_events   timeline entry of an order           add_happenings, add_rejection_event
     tasks          task sent to a courier               add_task, receive_tasks, reschedule_task
-    couriers       courier (presence, newest fix)       touch_courier, set_fix
+    couriers       courier (presence, newest fix)       touch_courier, set_courier_online, set_fix
+    devices        device (connection) of a courier     set_device, reset_connection_devices
     gps_fixes      GPS fix received                     add_fix
     dead_letters   inbound message refused              add_dead_letter
     outbox         outbound message not yet PUBACKed    enqueue, delete_outbox
+    commands       operator command from the CLI        submit_command, finish_command
     meta           schema version                       _migrate
-    users          broker user (hashed password)        gateway/users.py (UserStore), not here
+    users          broker user (hashed password)        gateway/store/users.py (Users), on this connection
 
 Writers call methods inside `transaction()`; nothing here commits on its own, so one inbound
 message (or one batch) is all-or-nothing. sqlite-utils creates the schema and serves the
@@ -29,17 +31,23 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from gateway import dbfiles
-from gateway.lifecycle import Happening, OrderRecord, Outgoing
-from gateway.models import Fix, Location, Order, Status
+from gateway.core.lifecycle import FINAL, Happening, OrderRecord, Outgoing
+from gateway.core.models import Fix, Location, Order, Status
+from gateway.store import sqlite
+from gateway.store.users import Users
 
 DB_NAME = "fieldgate.db"
 PURGED = "[purged]"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 
 def db_path(data_dir: Path) -> Path:
     return data_dir / DB_NAME
+
+
+#: Final statuses in SQL, from the lifecycle's FINAL (never spelled out twice).
+_FINAL_SQL = "(" + ", ".join(f"'{s.value}'" for s in sorted(FINAL)) + ")"
+_RECORD_COLUMNS = "order_json, status, progress, courier_id, location_json, created_at, updated_at"
 
 
 def _iso(at: datetime) -> str:
@@ -55,10 +63,14 @@ class DueTask:
     attempts: int
 
 
-class Store(dbfiles.SqliteFile):
+class Store(sqlite.SqliteFile):
     """The gateway's SQLite database. Not thread-safe: one Store per thread."""
 
     SCHEMA_VERSION = SCHEMA_VERSION
+
+    def __init__(self, path: Path, *, readonly: bool = False, synchronous: str = "FULL", create: bool = True) -> None:
+        super().__init__(path, readonly=readonly, synchronous=synchronous, create=create)
+        self.users = Users(self.conn)
 
     # ------------------------------------------------------------------ schema
 
@@ -82,6 +94,7 @@ class Store(dbfiles.SqliteFile):
             defaults={"purged": 0},
             if_not_exists=True,
         )
+        sqlite.add_missing_columns(db, "orders", {"state_cleared": ("INTEGER", 0)})
         db["order_events"].create(
             {
                 "id": int,
@@ -128,6 +141,15 @@ class Store(dbfiles.SqliteFile):
             pk="courier_id",
             if_not_exists=True,
         )
+        db["devices"].create(
+            {"courier_id": str, "device": str, "online": int, "how": str, "source": str, "since": str},
+            pk=("courier_id", "device"), not_null={"online", "how", "source", "since"}, if_not_exists=True,
+        )
+        db["commands"].create(
+            {"id": int, "submitted_at": str, "payload": bytes, "state": str, "reason": str, "hint": str,
+             "done_at": str},
+            pk="id", not_null={"submitted_at", "payload", "state"}, if_not_exists=True,
+        )
         db["gps_fixes"].create(
             {
                 "id": int,
@@ -170,9 +192,15 @@ class Store(dbfiles.SqliteFile):
             not_null={"topic", "payload", "retain", "created_at"},
             if_not_exists=True,
         )
+        db["users"].create(
+            {"name": str, "role": str, "id": str, "password_hash": str, "created_at": str},
+            pk="name", not_null={"role", "id", "password_hash", "created_at"}, if_not_exists=True,
+        )
         for table, columns, unique in [
             ("orders", ["shop_id", "status"], False),
             ("orders", ["courier_id", "status"], False),
+            ("orders", ["status", "state_cleared", "updated_at"], False),
+            ("commands", ["state", "id"], False),
             ("order_events", ["order_id", "id"], False),
             ("tasks", ["received_at", "superseded", "next_retry_at"], False),
             ("tasks", ["order_id", "courier_id"], False),
@@ -209,16 +237,14 @@ class Store(dbfiles.SqliteFile):
 
     def get_order(self, order_id: str) -> OrderRecord | None:
         row = self.conn.execute(
-            "SELECT order_json, status, progress, courier_id, location_json, created_at, updated_at "
-            "FROM orders WHERE order_id = ?",
+            f"SELECT {_RECORD_COLUMNS} FROM orders WHERE order_id = ?",
             (order_id,),
         ).fetchone()
         return None if row is None else _record(row)
 
     def active_orders_of(self, courier_id: str) -> list[OrderRecord]:
         rows = self.conn.execute(
-            "SELECT order_json, status, progress, courier_id, location_json, created_at, updated_at "
-            "FROM orders WHERE courier_id = ? AND status NOT IN ('delivered', 'failed', 'cancelled')",
+            f"SELECT {_RECORD_COLUMNS} FROM orders WHERE courier_id = ? AND status NOT IN {_FINAL_SQL}",
             (courier_id,),
         ).fetchall()
         return [_record(row) for row in rows]
@@ -320,21 +346,54 @@ class Store(dbfiles.SqliteFile):
 
     # ------------------------------------------------------------------ couriers and GPS
 
-    def touch_courier(self, courier_id: str, at: datetime, online: bool = True, presence: bool = False) -> None:
-        """Record that a courier was heard from (online) or said goodbye (offline)."""
-        stamp = _iso(at)
+    def touch_courier(self, courier_id: str, at: datetime) -> None:
+        """Record that a courier was heard from (its presence is its devices', see set_courier_online)."""
         self.conn.execute(
-            "INSERT INTO couriers (courier_id, online, presence_at, last_seen_at) VALUES (?, ?, ?, ?) "
-            "ON CONFLICT(courier_id) DO UPDATE SET online = excluded.online, "
-            "presence_at = COALESCE(excluded.presence_at, presence_at), "
-            "last_seen_at = COALESCE(excluded.last_seen_at, last_seen_at)",
-            (courier_id, int(online), stamp if presence else None, stamp if online else None),
+            "INSERT INTO couriers (courier_id, last_seen_at) VALUES (?, ?) "
+            "ON CONFLICT(courier_id) DO UPDATE SET last_seen_at = excluded.last_seen_at",
+            (courier_id, _iso(at)),
         )
 
     def courier_online(self, courier_id: str) -> bool | None:
         """Whether the courier is online (None: never heard of, or no presence known)."""
         row = self.conn.execute("SELECT online FROM couriers WHERE courier_id = ?", (courier_id,)).fetchone()
         return None if row is None or row[0] is None else bool(row[0])
+
+    def set_courier_online(self, courier_id: str, online: bool, at: datetime) -> None:
+        """The courier's presence, as derived from its devices."""
+        self.conn.execute(
+            "INSERT INTO couriers (courier_id, online, presence_at) VALUES (?, ?, ?) ON CONFLICT(courier_id) "
+            "DO UPDATE SET online = excluded.online, presence_at = excluded.presence_at",
+            (courier_id, int(online), _iso(at)),
+        )
+
+    def set_device(self, courier_id: str, device: str, online: bool, how: str, source: str, at: datetime) -> None:
+        """One of a courier's devices came or went (`source`: connection, or topic for presence topics)."""
+        self.conn.execute(
+            "INSERT OR REPLACE INTO devices (courier_id, device, online, how, source, since) VALUES (?, ?, ?, ?, ?, ?)",
+            (courier_id, device, int(online), how, source, _iso(at)),
+        )
+
+    def any_device_online(self, courier_id: str) -> bool:
+        return self.conn.execute("SELECT 1 FROM devices WHERE courier_id = ? AND online = 1 LIMIT 1",
+                                 (courier_id,)).fetchone() is not None
+
+    def reset_connection_devices(self, at: datetime) -> list[str]:
+        """The embedded broker restarted: every connection-tracked device is offline. Returns their couriers."""
+        couriers = [row[0] for row in self.conn.execute(
+            "SELECT DISTINCT courier_id FROM devices WHERE source = 'connection' AND online = 1")]
+        self.conn.execute("UPDATE devices SET online = 0, how = 'restart', since = ? "
+                          "WHERE source = 'connection' AND online = 1", (_iso(at),))
+        return couriers
+
+    def courier_known(self, courier_id: str) -> bool:
+        """Has the gateway ever known this courier: heard from it, seen a device of it, or got a user for it?"""
+        return self.conn.execute(
+            "SELECT 1 FROM couriers WHERE courier_id = ? AND (last_seen_at IS NOT NULL OR presence_at IS NOT NULL) "
+            "UNION ALL SELECT 1 FROM devices WHERE courier_id = ? "
+            "UNION ALL SELECT 1 FROM users WHERE role = 'courier' AND id = ? LIMIT 1",
+            (courier_id, courier_id, courier_id),
+        ).fetchone() is not None
 
     def courier_fix(self, courier_id: str) -> Fix | None:
         row = self.conn.execute("SELECT fix_json FROM couriers WHERE courier_id = ?", (courier_id,)).fetchone()
@@ -355,6 +414,47 @@ class Store(dbfiles.SqliteFile):
              _iso(at)),
         )
         return cur.rowcount == 1
+
+    # ------------------------------------------------------------------ shops' open orders, retained states
+
+    def open_orders(self, shop_id: str, after: str | None, limit: int) -> tuple[list[OrderRecord], bool]:
+        """The shop's orders that are not final, by order_id after `after`; and whether more follow."""
+        rows = self.conn.execute(
+            f"SELECT {_RECORD_COLUMNS} FROM orders WHERE shop_id = ? AND status NOT IN {_FINAL_SQL} AND order_id > ? "
+            "ORDER BY order_id LIMIT ?",
+            (shop_id, after or "", limit + 1),
+        ).fetchall()
+        return [_record(row) for row in rows[:limit]], len(rows) > limit
+
+    def final_states_to_clear(self, ended_before: datetime, limit: int = 500) -> list[str]:
+        """Orders final since before `ended_before` whose retained state is still set."""
+        return [row[0] for row in self.conn.execute(
+            f"SELECT order_id FROM orders WHERE status IN {_FINAL_SQL} AND state_cleared = 0 AND updated_at < ? "
+            "ORDER BY updated_at LIMIT ?", (_iso(ended_before), limit))]
+
+    def mark_states_cleared(self, order_ids: list[str]) -> None:
+        self.conn.executemany("UPDATE orders SET state_cleared = 1 WHERE order_id = ?", [(i,) for i in order_ids])
+
+    # ------------------------------------------------------------------ operator commands (the CLI's inbox)
+
+    def submit_command(self, payload: bytes, at: datetime) -> int:
+        cur = self.conn.execute("INSERT INTO commands (submitted_at, payload, state) VALUES (?, ?, 'pending')",
+                                (_iso(at), payload))
+        assert cur.lastrowid is not None
+        return cur.lastrowid
+
+    def pending_commands(self, limit: int = 100) -> list[tuple[int, bytes]]:
+        return [(row[0], bytes(row[1])) for row in self.conn.execute(
+            "SELECT id, payload FROM commands WHERE state = 'pending' ORDER BY id LIMIT ?", (limit,))]
+
+    def finish_command(self, command_id: int, state: str, at: datetime, reason: str = "", hint: str = "") -> None:
+        """state: done (applied), unchanged (nothing to do) or rejected (with reason and hint)."""
+        self.conn.execute("UPDATE commands SET state = ?, reason = ?, hint = ?, done_at = ? WHERE id = ?",
+                          (state, reason, hint, _iso(at), command_id))
+
+    def command(self, command_id: int) -> dict[str, Any] | None:
+        row = self.conn.execute("SELECT state, reason, hint FROM commands WHERE id = ?", (command_id,)).fetchone()
+        return None if row is None else {"state": row[0], "reason": row[1], "hint": row[2]}
 
     # ------------------------------------------------------------------ dead letters
 
@@ -399,7 +499,7 @@ class Store(dbfiles.SqliteFile):
         stamp = _iso(before)
         ended = [
             row[0] for row in self.conn.execute(
-                "SELECT order_json FROM orders WHERE status IN ('delivered', 'failed', 'cancelled') "
+                f"SELECT order_json FROM orders WHERE status IN {_FINAL_SQL} "
                 "AND updated_at < ? AND purged = 0", (stamp,))
         ]
         for order_json in ended:
@@ -423,17 +523,19 @@ class Store(dbfiles.SqliteFile):
     def list_orders(
         self, *, status: str | None = None, shop_id: str | None = None, courier_id: str | None = None,
         limit: int = 50,
-    ) -> list[dict[str, Any]]:
+    ) -> tuple[list[dict[str, Any]], int]:
+        """The newest-changed orders matching the filters (at most `limit`), and how many match in all."""
         where, params = [], []
         for column, value in (("status", status), ("shop_id", shop_id), ("courier_id", courier_id)):
             if value is not None:
                 where.append(f"{column} = ?")
                 params.append(value)
-        sql = "SELECT order_id, shop_id, courier_id, status, created_at, updated_at, order_json FROM orders"
-        if where:
-            sql += " WHERE " + " AND ".join(where)
-        sql += " ORDER BY updated_at DESC LIMIT ?"
-        return list(self.db.query(sql, [*params, limit]))
+        clause = (" WHERE " + " AND ".join(where)) if where else ""
+        rows = list(self.db.query(
+            "SELECT order_id, shop_id, courier_id, status, created_at, updated_at, order_json FROM orders"
+            f"{clause} ORDER BY updated_at DESC LIMIT ?", [*params, limit]))
+        total = self.conn.execute(f"SELECT COUNT(*) FROM orders{clause}", params).fetchone()[0]
+        return rows, total
 
     def timeline(self, order_id: str) -> list[dict[str, Any]]:
         return list(
@@ -454,13 +556,21 @@ class Store(dbfiles.SqliteFile):
         )
 
     def couriers(self) -> list[dict[str, Any]]:
+        """Every courier the gateway knows of, with its devices, newest fix, active orders and unreceived tasks.
+        `heard_from` is false for couriers that have tasks but never connected."""
         return list(
             self.db.query(
                 "SELECT c.courier_id, c.online, c.last_seen_at, c.presence_at, c.fix_json, "
+                "(c.last_seen_at IS NOT NULL OR EXISTS (SELECT 1 FROM devices d WHERE d.courier_id = c.courier_id)) "
+                " AS heard_from, "
+                "(SELECT GROUP_CONCAT(d.device || CASE d.online WHEN 1 THEN '' ELSE ' (off)' END, ', ') "
+                " FROM devices d WHERE d.courier_id = c.courier_id) AS devices, "
+                "(SELECT COUNT(*) FROM devices d WHERE d.courier_id = c.courier_id AND d.online = 1) "
+                " AS devices_online, "
                 "(SELECT COUNT(*) FROM orders o WHERE o.courier_id = c.courier_id "
-                " AND o.status NOT IN ('delivered', 'failed', 'cancelled')) AS active_orders, "
+                f" AND o.status NOT IN {_FINAL_SQL}) AS active_orders, "
                 "(SELECT GROUP_CONCAT(o.order_id, ' ') FROM orders o WHERE o.courier_id = c.courier_id "
-                " AND o.status NOT IN ('delivered', 'failed', 'cancelled')) AS active_ids, "
+                f" AND o.status NOT IN {_FINAL_SQL}) AS active_ids, "
                 "(SELECT COUNT(*) FROM tasks t WHERE t.courier_id = c.courier_id AND t.received_at IS NULL "
                 " AND t.superseded = 0) AS unreceived_tasks "
                 "FROM couriers c ORDER BY c.courier_id"

@@ -1,7 +1,7 @@
 """The bridge's transports. `MqttTransport` is the only code that imports paho-mqtt.
 
 The bridge talks to its broker through the `Transport` contract below. Two implementations:
-`MqttTransport` (any MQTT 3.1.1 broker, over the network) and `gateway.broker.LocalTransport` (the
+`MqttTransport` (any MQTT 3.1.1 broker, over the network) and `gateway.bridge.local.LocalTransport` (the
 embedded broker, in the same process: no socket, no second broker hop). Both deliver inbound
 messages unacknowledged and number outbound ones so their PUBACK can be matched.
 
@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
@@ -28,9 +29,13 @@ from urllib.parse import unquote, urlsplit
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 
+from gateway.core.acl import Identity
 from gateway.errors import TransportError
 
 log = logging.getLogger("fieldgate.transport")
+
+#: Longest wait between two attempts to reach a broker that is down, in seconds.
+RECONNECT_MAX_SECONDS = 30
 
 
 @dataclass(frozen=True)
@@ -68,7 +73,7 @@ class BrokerUrl:
 class Transport(Protocol):
     """What the bridge needs of a connection to its broker."""
 
-    def start(self, timeout: float) -> None: ...
+    def start(self, timeout: float | None, cancel: threading.Event) -> None: ...
 
     @property
     def connected(self) -> bool: ...
@@ -86,13 +91,15 @@ TransportFactory = Callable[[Callable[["Received"], None], Callable[[int], None]
 
 @dataclass(frozen=True)
 class Received:
-    """An inbound PUBLISH, not yet acknowledged."""
+    """An inbound PUBLISH, not yet acknowledged. `origin` is (client id, identity) of its publisher where the
+    transport knows it (the embedded broker, in process); None over MQTT."""
 
     topic: str
     payload: bytes
     qos: int
     mid: int
     generation: int
+    origin: tuple[str, Identity] | None = None
 
 
 class MqttTransport:
@@ -117,6 +124,7 @@ class MqttTransport:
         self._on_published = on_published
         self._on_connected = on_connected
         self._generation = 0
+        self._attempts = 0
         self._connected = threading.Event()
         self._client = paho.Client(
             CallbackAPIVersion.VERSION2,
@@ -126,13 +134,14 @@ class MqttTransport:
             manual_ack=True,
         )
         self._client.max_inflight_messages_set(max_in_flight)
-        self._client.reconnect_delay_set(min_delay=1, max_delay=10)
+        self._client.reconnect_delay_set(min_delay=1, max_delay=RECONNECT_MAX_SECONDS)
         if url.username:
             self._client.username_pw_set(url.username, url.password)
         self._client.on_connect = self._handle_connect
         self._client.on_disconnect = self._handle_disconnect
         self._client.on_message = self._handle_message
         self._client.on_publish = self._handle_publish
+        self._client.on_connect_fail = self._handle_connect_fail
 
     # ---------------------------------------------------------------- paho callbacks (paho's thread)
 
@@ -142,6 +151,7 @@ class MqttTransport:
             log.error("broker refused the connection: %s", reason, extra={"ctx": {"broker": str(self.url)}})
             return
         self._generation += 1
+        self._attempts = 0
         client.subscribe([(topic, 1) for topic in self.subscriptions])
         log.info(
             "bridge connected",
@@ -156,6 +166,11 @@ class MqttTransport:
         self._generation += 1
         level = logging.WARNING if reason.is_failure else logging.INFO
         log.log(level, "bridge disconnected: %s", reason, extra={"ctx": {"broker": str(self.url)}})
+
+    def _handle_connect_fail(self, _c: paho.Client, _u: object) -> None:
+        self._attempts += 1
+        log.warning("cannot reach the broker; retrying with backoff (up to %d s apart)", RECONNECT_MAX_SECONDS,
+                    extra={"ctx": {"broker": str(self.url), "attempt": self._attempts}})
 
     def _handle_message(self, _c: paho.Client, _u: object, msg: paho.MQTTMessage) -> None:
         self._on_message(
@@ -173,16 +188,18 @@ class MqttTransport:
 
     # ---------------------------------------------------------------- API
 
-    def start(self, timeout: float) -> None:
-        """Connect and start paho's network thread; raise TransportError if not connected in time."""
-        try:
-            self._client.connect(self.url.host, self.url.port, keepalive=self.keepalive)
-        except OSError as exc:
-            raise TransportError(f"cannot connect to {self.url}: {exc}") from exc
+    def start(self, timeout: float | None, cancel: threading.Event) -> None:
+        """Start paho's network thread and wait until connected: while the broker is down, paho retries with
+        backoff (each attempt logged). Raise TransportError after `timeout` seconds (None: never), or once
+        `cancel` is set."""
+        self._client.connect_async(self.url.host, self.url.port, keepalive=self.keepalive)
         self._client.loop_start()
-        if not self._connected.wait(timeout):
-            self.stop()
-            raise TransportError(f"{self.url} did not accept the bridge's connection within {timeout:.0f} s")
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while not self._connected.wait(0.2):
+            if cancel.is_set() or (deadline is not None and time.monotonic() > deadline):
+                self.stop()
+                why = "the bridge was stopped" if cancel.is_set() else f"{timeout:.0f} s passed"
+                raise TransportError(f"{self.url} did not accept the bridge's connection before {why}")
 
     @property
     def connected(self) -> bool:

@@ -19,10 +19,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from gateway import dbfiles
+from gateway.store import sqlite
 
 DB_NAME = "broker.db"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 
 @dataclass
@@ -34,6 +34,7 @@ class SessionRow:
     will: tuple[str, bytes, int, bool] | None  # topic, payload, qos, retain
     dropped: int = 0  # messages this client did not get because its queue was full
     denied: int = 0  # publishes and subscriptions the ACL or the limits refused
+    off_contract: int = 0  # publishes to topics outside the topic contract
 
 
 @dataclass
@@ -70,7 +71,7 @@ class Snapshot:
     next_queue_id: int
 
 
-class BrokerStore(dbfiles.SqliteFile):
+class BrokerStore(sqlite.SqliteFile):
     """broker.db. Used from one thread at a time (the engine's writer thread)."""
 
     SCHEMA_VERSION = SCHEMA_VERSION
@@ -83,6 +84,7 @@ class BrokerStore(dbfiles.SqliteFile):
             pk="client_id", not_null={"clean", "connected", "last_seen"}, defaults={"dropped": 0, "denied": 0},
             if_not_exists=True,
         )
+        sqlite.add_missing_columns(db, "sessions", {"off_contract": ("INTEGER", 0)})
         db["subscriptions"].create(
             {"client_id": str, "filter": str, "qos": int}, pk=("client_id", "filter"), not_null={"qos"},
             if_not_exists=True,
@@ -127,9 +129,10 @@ class BrokerStore(dbfiles.SqliteFile):
                     will = row.will or (None, None, None, None)
                     c.execute(
                         "INSERT OR REPLACE INTO sessions (client_id, clean, connected, last_seen, will_topic, "
-                        "will_payload, will_qos, will_retain, dropped, denied) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                        "will_payload, will_qos, will_retain, dropped, denied, off_contract) "
+                        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                         (client_id, int(row.clean), int(row.connected), row.last_seen, *will, row.dropped,
-                         row.denied),
+                         row.denied, row.off_contract),
                     )
             for (client_id, topic_filter), qos in batch.subscriptions.items():
                 if qos is None:
@@ -157,10 +160,11 @@ class BrokerStore(dbfiles.SqliteFile):
         c = self.conn
         sessions = [
             SessionRow(cid, bool(clean), bool(conn), seen,
-                       (wt, bytes(wp), wq, bool(wr)) if wt is not None else None, dropped or 0, denied or 0)
-            for cid, clean, conn, seen, wt, wp, wq, wr, dropped, denied in c.execute(
+                       (wt, bytes(wp), wq, bool(wr)) if wt is not None else None, dropped or 0, denied or 0,
+                       off or 0)
+            for cid, clean, conn, seen, wt, wp, wq, wr, dropped, denied, off in c.execute(
                 "SELECT client_id, clean, connected, last_seen, will_topic, will_payload, will_qos, will_retain, "
-                "dropped, denied FROM sessions"
+                "dropped, denied, off_contract FROM sessions"
             )
         ]
         queued = [
@@ -184,7 +188,8 @@ class BrokerStore(dbfiles.SqliteFile):
     def sessions_report(self) -> list[dict[str, Any]]:
         return list(
             self.db.query(
-                "SELECT s.client_id, s.clean, s.connected, s.last_seen, s.dropped, s.denied, s.will_topic, "
+                "SELECT s.client_id, s.clean, s.connected, s.last_seen, s.dropped, s.denied, s.off_contract, "
+                "s.will_topic, "
                 "(SELECT COUNT(*) FROM subscriptions u WHERE u.client_id = s.client_id) AS subscriptions, "
                 "(SELECT COUNT(*) FROM queue q WHERE q.client_id = s.client_id) AS queued, "
                 "(SELECT COALESCE(SUM(LENGTH(m.payload)), 0) FROM queue q JOIN messages m ON m.id = q.message_id "

@@ -21,15 +21,15 @@ import queue
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from datetime import timedelta
 
+from gateway.bridge.service import Gateway, Inbound
+from gateway.bridge.transport import BrokerUrl, Received, Transport, TransportFactory, mqtt_transport
 from gateway.config import Settings
-from gateway.contract import INBOUND_FILTERS
-from gateway.errors import FieldgateError
-from gateway.lifecycle import Outgoing
-from gateway.service import Gateway, Inbound
-from gateway.store import Store, db_path
-from gateway.transport import BrokerUrl, Received, TransportFactory, mqtt_transport
+from gateway.core.contract import EMBEDDED_FILTERS, INBOUND_FILTERS
+from gateway.core.lifecycle import Outgoing
+from gateway.store.tables import Store, db_path
 
 log = logging.getLogger("fieldgate.bridge")
 
@@ -38,16 +38,21 @@ BATCH_MAX = 500
 #: Most outbound messages handed to paho and not yet PUBACKed. The rest wait in `Bridge._to_send`
 #: (paho's own queue costs O(queue) per PUBACK).
 MAX_IN_FLIGHT = 100
-#: How often the worker looks for tasks to re-send, in seconds.
+#: How often the worker looks for tasks to re-send and for operators' commands, in seconds.
 RESEND_CHECK_SECONDS = 0.2
+#: How often the worker looks for finished orders whose retained state to clear, in seconds.
+CLEAR_CHECK_SECONDS = 1.0
 #: How often personal data past storage.retention_days is purged, in seconds.
 PURGE_EVERY_SECONDS = 86_400
 
 
-def over_mqtt(settings: Settings, url: BrokerUrl) -> TransportFactory:
-    """The bridge's transport to an MQTT broker at `url`."""
-    return mqtt_transport(url, settings.bridge.client_id, keepalive=settings.bridge.keepalive,
-                          max_in_flight=MAX_IN_FLIGHT, subscriptions=INBOUND_FILTERS)
+def over_mqtt(settings: Settings, url: Callable[[], BrokerUrl], *, embedded: bool = False) -> TransportFactory:
+    """The bridge's transport to an MQTT broker at `url()` (asked when the bridge starts). On the embedded
+    broker it also reads the broker's own connection events."""
+    subscriptions = INBOUND_FILTERS + (EMBEDDED_FILTERS if embedded else ())
+    return lambda on_message, on_published: mqtt_transport(
+        url(), settings.bridge.client_id, keepalive=settings.bridge.keepalive, max_in_flight=MAX_IN_FLIGHT,
+        subscriptions=subscriptions)(on_message, on_published)
 
 
 class Bridge:
@@ -56,7 +61,7 @@ class Bridge:
     def __init__(self, settings: Settings, transport: TransportFactory) -> None:
         self.settings = settings
         self.store = Store(db_path(settings.data_dir), synchronous=settings.storage.synchronous.upper())
-        self.gateway = Gateway(self.store, settings.bridge)
+        self.gateway = Gateway(self.store, settings)
         self._inbox: queue.Queue[Received] = queue.Queue()
         self._acked: queue.Queue[int] = queue.Queue()
         self._in_flight: dict[int, int | None] = {}  # paho packet id -> outbox row id (None: a re-sent task)
@@ -64,15 +69,14 @@ class Bridge:
         self._newest_retained: dict[str, int] = {}  # retained topic -> newest outbox row waiting for it
         self._stop = threading.Event()
         self._worker = threading.Thread(target=self._run, name="fieldgate-bridge", daemon=True)
-        self.transport = transport(self._inbox.put, self._acked.put)
+        self._make_transport = transport
+        self.transport: Transport | None = None
 
-    def start(self, timeout: float = 10.0) -> None:
-        """Connect, re-publish what a previous run left in the outbox, and start the worker."""
-        try:
-            self.transport.start(timeout)
-        except FieldgateError:
-            self.store.close()
-            raise
+    def start(self, timeout: float | None = 10.0) -> None:
+        """Connect (waiting at most `timeout` seconds, None: until `stop`), re-publish what a previous run left in
+        the outbox, and start the worker."""
+        self.transport = self._make_transport(self._inbox.put, self._acked.put)
+        self.transport.start(timeout, self._stop)
         leftovers = self.store.pending_outbox()
         if leftovers:
             log.info("re-publishing outbox left by the previous run", extra={"ctx": {"messages": len(leftovers)}})
@@ -80,17 +84,21 @@ class Bridge:
         self._worker.start()
 
     def stop(self) -> None:
-        """Finish the batch in hand, disconnect, close the store."""
+        """Finish the batch in hand, disconnect."""
         self._stop.set()
         if self._worker.is_alive():
             self._worker.join()
-        self.transport.stop()
+        if self.transport is not None:
+            self.transport.stop()
+
+    def close(self) -> None:
+        """Close the store (after `stop`, or when `start` failed)."""
         self.store.close()
 
     # ------------------------------------------------------------------ worker thread
 
     def _run(self) -> None:
-        next_resend = 0.0
+        next_resend = next_clear = 0.0
         next_purge = time.monotonic() + 60  # not during the start-up rush
         batch: list[Received] = []
         while not self._stop.is_set():
@@ -103,6 +111,10 @@ class Bridge:
                 if time.monotonic() >= next_resend and self.transport.connected:
                     next_resend = time.monotonic() + RESEND_CHECK_SECONDS
                     self._to_send.extend((None, message) for message in self.gateway.due_resends())
+                    self._queue_for_sending(self.gateway.run_operator_commands())
+                if time.monotonic() >= next_clear:
+                    next_clear = time.monotonic() + CLEAR_CHECK_SECONDS
+                    self._queue_for_sending(self.gateway.clear_final_states())
                 self._send_some()
                 if time.monotonic() >= next_purge:
                     next_purge = time.monotonic() + PURGE_EVERY_SECONDS
@@ -126,7 +138,7 @@ class Bridge:
         return batch
 
     def _process(self, batch: list[Received]) -> None:
-        queued = self.gateway.handle_batch(Inbound(m.topic, m.payload) for m in batch)
+        queued = self.gateway.handle_batch(Inbound(m.topic, m.payload, m.origin) for m in batch)
         for message in batch:
             self.transport.ack(message)
         self._queue_for_sending(queued)

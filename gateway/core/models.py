@@ -121,12 +121,16 @@ class OrderView(Order):
 class Ack(_Out):
     """On `ordersys/acks`: what happened to an order, so the order system can stop worrying."""
 
-    kind: Literal["accepted", "rejected", "delivered_to_courier", "read_by_courier", "status_changed"]
+    kind: Literal["accepted", "rejected", "assigned", "delivered_to_courier", "read_by_courier", "status_changed"]
     order_id: str | None
     status: Status | None = None
     courier_id: str | None = None
     msg_id: str | None = Field(default=None, description="the task's msg_id for delivered/read acks")
     reason: str | None = None
+    duplicate: bool = Field(default=False, description="accepted: this exact order was accepted before (a retry)")
+    courier_known: bool | None = Field(
+        default=None, description="accepted/assigned: false if no courier with this id ever connected, has a user "
+        "or is registered (the order is kept; the courier may log in later)")
     at: AwareDatetime = Field(default_factory=utcnow)
 
 
@@ -161,6 +165,7 @@ class OrderEvent(_Out):
     status: Status
     courier_id: str | None = None
     reason: str | None = None
+    courier_known: bool | None = Field(default=None, description="assigned: false if the courier is unknown so far")
     order: OrderView
     at: AwareDatetime = Field(default_factory=utcnow)
 
@@ -190,7 +195,9 @@ class Task(_Out):
     msg_id: str = Field(description="unique; a re-sent task keeps its msg_id")
     kind: Literal["assign", "update", "cancel", "ready_for_pickup"]
     order_id: str
-    order: OrderView
+    order: OrderView | None = Field(description="the order as it is now; null for cancel (drop the job: the phone "
+                                    "keeps no customer data of an order that is no longer its own)")
+    reason: str | None = None
     at: AwareDatetime = Field(default_factory=utcnow)
 
 
@@ -240,6 +247,8 @@ class Presence(_Strict):
     """On `couriers/{courier_id}/presence`, retained: a phone says it is online; its will says offline."""
 
     online: bool
+    device: Id | None = Field(default=None, description="which of the courier's devices; set it when one courier "
+                              "has several anonymous devices, so one's will does not mark the others offline")
     at: AwareDatetime | None = None
 
 
@@ -270,6 +279,47 @@ class OrderState(_Out):
     updated_at: AwareDatetime
 
 
+# ---------------------------------------------------------------- shops' open orders
+
+
+class OpenOrdersRequest(_Strict):
+    """On `shops/{shop_id}/open/get`: a terminal (re)starting asks for the shop's open orders."""
+
+    request_id: Annotated[str, StringConstraints(max_length=64)] | None = Field(
+        default=None, description="echoed in the answer, so the asking terminal knows it is its own")
+    after: Id | None = Field(default=None, description="page on: the last order_id of the previous answer")
+    limit: int = Field(default=200, ge=1, le=500)
+
+
+class OpenOrders(_Out):
+    """On `shops/{shop_id}/open`: the shop's orders not yet delivered, failed or cancelled, by order_id."""
+
+    shop_id: str
+    request_id: str | None = None
+    orders: list[OrderView]
+    more: bool = Field(description="more open orders follow: ask again with after = the last order_id here")
+    at: AwareDatetime = Field(default_factory=utcnow)
+
+
+# ---------------------------------------------------------------- the embedded broker's own events
+
+
+class DeviceEvent(_Out):
+    """On `$fieldgate/devices/{courier_id}`, from the embedded broker: an authenticated courier's connection."""
+
+    client_id: str
+    online: bool
+    how: Literal["connected", "disconnect", "lost", "timeout", "taken_over", "stopped"]
+    at: AwareDatetime
+
+
+class BrokerEvent(_Out):
+    """On `$fieldgate/broker`: the embedded broker started; no connection of before exists any more."""
+
+    event: Literal["started"]
+    at: AwareDatetime
+
+
 #: Every model exported to schemas/, by file stem.
 SCHEMAS: dict[str, type[BaseModel]] = {
     "order": Order,
@@ -284,4 +334,6 @@ SCHEMAS: dict[str, type[BaseModel]] = {
     "presence": Presence,
     "courier-location": CourierLocation,
     "order-state": OrderState,
+    "open-orders-request": OpenOrdersRequest,
+    "open-orders": OpenOrders,
 }

@@ -1,0 +1,495 @@
+"""The gateway's core: one inbound MQTT message in, rows written and outbound messages queued.
+
+No MQTT here: `Gateway.handle_batch` takes (topic, payload) pairs, validates each against its
+model, asks `gateway.core.lifecycle` what it means, writes the result and the messages to publish
+(the outbox) in one SQLite transaction, and returns the outbox rows for the bridge to send.
+A refused message becomes a Rejection on the sender's errors topic plus a dead-letter row;
+nothing a client sends can raise out of here.
+
+Presence is per device. A courier is online while any of its devices is. Where the embedded broker
+knows a connection's authenticated courier, the device is that connection (its client id) and the
+broker's `$fieldgate/devices/…` events say when it comes and goes (clean DISCONNECT, lost, keep-alive
+timeout, taken over); anonymous clients and external brokers keep the presence-topic/will mechanism
+(device: the payload's `device`, else "presence"; OwnTracks: the topic's device).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+import uuid
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import TypeVar
+
+from pydantic import BaseModel, ValidationError
+
+from gateway.config import Settings
+from gateway.core import contract, lifecycle
+from gateway.core.acl import Identity, Role
+from gateway.core.contract import Kind, Route
+from gateway.core.lifecycle import Outcome, Outgoing
+from gateway.core.models import (
+    Ack,
+    CourierLocation,
+    DeviceEvent,
+    FieldProblem,
+    Fix,
+    Location,
+    OpenOrders,
+    OpenOrdersRequest,
+    Order,
+    Presence,
+    Receipt,
+    Rejection,
+    ShopCommand,
+    StatusUpdate,
+)
+from gateway.errors import PayloadError, Rejected, UnknownOrder
+from gateway.store.tables import Store
+
+log = logging.getLogger("fieldgate.gateway")
+
+M = TypeVar("M", bound=BaseModel)
+
+#: OwnTracks message types that are valid but carry nothing fieldgate uses.
+OWNTRACKS_IGNORED = frozenset(
+    {"transition", "waypoint", "waypoints", "card", "cmd", "status", "steps", "beacon", "encrypted", "configuration"}
+)
+#: The device of a courier's presence-topic messages and traffic when nothing names one.
+PRESENCE_DEVICE = "presence"
+
+
+@dataclass(frozen=True)
+class Inbound:
+    """One message as the bridge received it; `origin` is (client id, identity) of its publisher where the
+    transport knows it (the embedded broker, in process)."""
+
+    topic: str
+    payload: bytes
+    origin: tuple[str, Identity] | None = None
+
+
+def _problems(exc: ValidationError) -> list[dict[str, str]]:
+    return [{"loc": ".".join(str(p) for p in e["loc"]), "msg": e["msg"]} for e in exc.errors()]
+
+
+def parse(model: type[M], payload: bytes, *, max_bytes: int) -> M:
+    """Validate a payload against its model, or raise PayloadError saying exactly what is wrong."""
+    if len(payload) > max_bytes:
+        raise PayloadError(
+            f"payload is {len(payload)} bytes, more than the {max_bytes} allowed",
+            hint="Send smaller messages; the limit is bridge.max_payload_bytes in broker.yaml.",
+        )
+    try:
+        return model.model_validate_json(payload)
+    except ValidationError as exc:
+        errors = exc.errors()
+        if any(e["type"] == "json_invalid" for e in errors):
+            raise PayloadError(
+                f"payload is not valid JSON ({errors[0]['msg'].removeprefix('Invalid JSON: ')})",
+                hint="Send one UTF-8 JSON object per message.",
+                errors=_problems(exc),
+            ) from None
+        fields = "; ".join(f"{p['loc'] or '(payload)'}: {p['msg']}" for p in _problems(exc))
+        raise PayloadError(
+            f"payload is not a valid {model.__name__}: {fields}",
+            hint=f"See schemas/ for the {model.__name__} JSON Schema.",
+            errors=_problems(exc),
+        ) from None
+
+
+def _guess(payload: bytes, key: str) -> str | None:
+    """Best-effort read of one string field of a refused payload, for the Rejection."""
+    try:
+        value = json.loads(payload).get(key)
+    except (ValueError, AttributeError, UnicodeDecodeError, RecursionError):
+        return None
+    return value if isinstance(value, str) and len(value) <= 64 else None
+
+
+class Gateway:
+    """Applies inbound messages to the store. Owned by one thread (the bridge's worker)."""
+
+    def __init__(
+        self,
+        store: Store,
+        settings: Settings,
+        *,
+        clock: Callable[[], float] = time.time,
+        new_id: Callable[[], str] = lambda: uuid.uuid4().hex,
+    ) -> None:
+        self.store = store
+        self.settings = settings
+        self.limits = settings.bridge
+        self.clock = clock
+        self.new_id = new_id
+        # Write-through caches of the couriers table (this Gateway is its only writer); cleared whenever
+        # a rollback may have undone what they remember.
+        self._seen: dict[str, float] = {}  # courier -> when its last-seen time was last written
+        self._online: dict[str, bool | None] = {}  # courier -> online as stored
+        self._newest_tst: dict[str, int | None] = {}  # courier -> tst of its newest fix
+
+    def now(self) -> datetime:
+        """The clock as a UTC datetime, to the millisecond (what the store keeps)."""
+        at = datetime.fromtimestamp(self.clock(), UTC)
+        return at.replace(microsecond=at.microsecond // 1000 * 1000)
+
+    # ------------------------------------------------------------------ batches
+
+    def handle_batch(self, messages: Iterable[Inbound]) -> list[tuple[int, Outgoing]]:
+        """Apply messages in one transaction; return the outbox rows it queued (publish them in order).
+
+        Of several retained messages for one topic (an order's state moved by many GPS fixes), only
+        the last is queued: a retained topic's subscribers only ever see the latest anyway.
+        """
+        return self._in_transaction(lambda: [m for message in messages for m in self._handle_one(message)[0]])
+
+    def _in_transaction(self, work: Callable[[], list[Outgoing]]) -> list[tuple[int, Outgoing]]:
+        try:
+            with self.store.transaction():
+                return self.store.enqueue(latest_retained(work()), self.now())
+        except BaseException:
+            self._forget_couriers()
+            raise
+
+    def _forget_couriers(self) -> None:
+        self._seen.clear()
+        self._newest_tst.clear()
+        self._online.clear()
+
+    def _handle_one(self, message: Inbound) -> tuple[list[Outgoing], Rejected | None]:
+        """The messages one inbound message publishes, and the Rejected it raised (None if it was applied)."""
+        now = self.now()
+        route: Route | None = None
+        try:
+            route = contract.parse_inbound(message.topic)
+            with self.store.savepoint():
+                return self._dispatch(route, message, now), None
+        except Rejected as exc:
+            self._forget_couriers()
+            return self._reject(route, message, exc, now), exc
+        except Exception:
+            self._forget_couriers()
+            log.exception("internal error while handling a message", extra={"ctx": {"topic": message.topic}})
+            exc = Rejected(
+                "the gateway failed to process this message (internal error)",
+                hint="This is a fieldgate bug; the message is kept as a dead letter for an operator.",
+            )
+            return self._reject(route, message, exc, now), exc
+
+    def _reject(self, route: Route | None, message: Inbound, exc: Rejected, now: datetime) -> list[Outgoing]:
+        """Dead-letter a refused message; return the Rejection (and, for orders, the Ack) to publish."""
+        order_id = exc.order_id or _guess(message.payload, "order_id")
+        msg_id = exc.msg_id or _guess(message.payload, "msg_id")
+        log.warning(
+            "rejected: %s",
+            exc.message,
+            extra={"ctx": {"topic": message.topic, "order_id": order_id, "bytes": len(message.payload)}},
+        )
+        self.store.add_dead_letter(
+            message.topic, message.payload, exc.message, exc.hint, now,
+            keep_bytes=self.limits.dead_letter_keep_bytes, order_id=order_id, msg_id=msg_id,
+        )
+        if order_id is not None and not isinstance(exc, UnknownOrder):
+            self.store.add_rejection_event(order_id, _actor(route), exc.message, now)
+        rejection = Rejection(
+            reason=exc.message,
+            topic=message.topic,
+            hint=exc.hint,
+            order_id=order_id,
+            msg_id=msg_id,
+            errors=[FieldProblem(**e) for e in exc.errors],
+            at=now,
+        )
+        errors_topic = route.errors_topic if route else contract.errors_topic_named_by(message.topic)
+        out = [Outgoing(errors_topic or contract.ORDERSYS_ERRORS, rejection.model_dump_json().encode())]
+        if route is not None and route.kind == Kind.order:
+            ack = Ack(kind="rejected", order_id=order_id, reason=exc.message, at=now)
+            out.append(Outgoing(contract.ORDERSYS_ACKS, ack.model_dump_json().encode()))
+        return out
+
+    # ------------------------------------------------------------------ dispatch by kind
+
+    def _dispatch(self, route: Route, message: Inbound, now: datetime) -> list[Outgoing]:
+        limit, payload = self.limits.max_payload_bytes, message.payload
+        match route.kind:
+            case Kind.order:
+                order = parse(Order, payload, max_bytes=limit)
+                existing = self.store.get_order(order.order_id)
+                courier = order.courier_id or (existing.courier_id if existing else None)
+                outcome = lifecycle.on_order(existing, order, now, self.new_id,
+                                             courier_known=self._known(courier))
+                if outcome.acks and outcome.acks[0].duplicate:
+                    log.info("duplicate order acknowledged again", extra={"ctx": {"order_id": order.order_id}})
+                return self._apply(outcome, now)
+            case Kind.command:
+                command = parse(ShopCommand, payload, max_bytes=limit)
+                record = self._order(command.order_id, command.msg_id)
+                outcome = lifecycle.on_command(record, route.shop_id, command, now, self.new_id,
+                                               courier_known=self._known(command.courier_id))
+                return self._apply(outcome, now)
+            case Kind.open_orders:
+                assert route.shop_id is not None
+                return self._open_orders(route.shop_id, parse(OpenOrdersRequest, payload, max_bytes=limit), now)
+            case Kind.status:
+                assert route.courier_id is not None
+                update = parse(StatusUpdate, payload, max_bytes=limit)
+                announced = self._heard_from(route, message, now)
+                record = self._order(update.order_id, update.msg_id)
+                return announced + self._apply(lifecycle.on_status(record, route.courier_id, update, now), now)
+            case Kind.receipt:
+                return self._receipt(route, message, now)
+            case Kind.presence:
+                assert route.courier_id is not None
+                presence = parse(Presence, payload, max_bytes=limit)
+                client = self._client_of(route, message)
+                if client is not None:
+                    return self._device(route.courier_id, client, presence.online, "presence", "connection", now)
+                return self._device(route.courier_id, presence.device or PRESENCE_DEVICE, presence.online, "presence",
+                                    "topic", now)
+            case Kind.gps | Kind.owntracks:
+                return self._location(route, message, now)
+            case Kind.device:
+                assert route.courier_id is not None
+                event = parse(DeviceEvent, payload, max_bytes=limit)
+                return self._device(route.courier_id, event.client_id, event.online, event.how, "connection", now)
+            case Kind.broker:
+                out: list[Outgoing] = []
+                for courier_id in self.store.reset_connection_devices(now):
+                    out.extend(self._derive_presence(courier_id, now))
+                log.info("embedded broker started: its connections of before are offline")
+                return out
+        raise AssertionError(f"unrouted kind {route.kind}")
+
+    def _order(self, order_id: str, msg_id: str | None) -> lifecycle.OrderRecord:
+        record = self.store.get_order(order_id)
+        if record is None:
+            raise UnknownOrder(
+                f"order {order_id} is unknown to the gateway",
+                hint="Check the order_id; an order exists once the order system published it on orders/in.",
+                order_id=order_id,
+                msg_id=msg_id,
+            )
+        return record
+
+    def _known(self, courier_id: str | None) -> bool | None:
+        return None if courier_id is None else self.store.courier_known(courier_id)
+
+    def _apply(self, outcome: Outcome | None, now: datetime) -> list[Outgoing]:
+        """Write an outcome (order row, timeline, tasks) and return the messages it publishes."""
+        if outcome is None:
+            return []
+        record = outcome.record
+        if outcome.state_changed:
+            self.store.put_order(record)
+        self.store.add_happenings(record.order_id, outcome.happenings, now)
+        retry_at = self.clock() + self.limits.task_retry_seconds
+        for courier_id, task in outcome.tasks:
+            payload = task.model_dump_json().encode()
+            self.store.add_task(courier_id, task.msg_id, task.order_id, task.kind, payload, now, retry_at)
+        for h in outcome.happenings:
+            log.info(
+                "order %s", h.kind,
+                extra={"ctx": {"order_id": record.order_id, "status": h.status.value, "actor": h.actor,
+                               "courier_id": h.courier_id}},
+            )
+        return lifecycle.messages_for(outcome)
+
+    def _open_orders(self, shop_id: str, request: OpenOrdersRequest, now: datetime) -> list[Outgoing]:
+        records, more = self.store.open_orders(shop_id, request.after, request.limit)
+        answer = OpenOrders(shop_id=shop_id, request_id=request.request_id, orders=[r.view() for r in records],
+                            more=more, at=now)
+        return [Outgoing(contract.shop_topic(shop_id, "open"), answer.model_dump_json().encode())]
+
+    # ------------------------------------------------------------------ presence, per device
+
+    @staticmethod
+    def _client_of(route: Route, message: Inbound) -> str | None:
+        """The client id of the connection that sent this, if the broker authenticated it as the route's courier
+        (its presence then comes from that connection); None for anonymous clients and external brokers."""
+        if message.origin is None:
+            return None
+        client_id, identity = message.origin
+        return client_id if identity.role == Role.courier and identity.id == route.courier_id else None
+
+    def _was_online(self, courier_id: str) -> bool | None:
+        if courier_id not in self._online:
+            self._online[courier_id] = self.store.courier_online(courier_id)
+        return self._online[courier_id]
+
+    def _heard_from(self, route: Route, message: Inbound, now: datetime) -> list[Outgoing]:
+        """The courier sent something: its last-seen time is written (at most once a second). An anonymous
+        courier with no device online has evidently come back: its device (the OwnTracks topic's, else
+        "presence") is marked online."""
+        courier_id = route.courier_id
+        assert courier_id is not None
+        stamp = now.timestamp()
+        if stamp - self._seen.get(courier_id, float("-inf")) >= 1.0:
+            self.store.touch_courier(courier_id, now)
+            self._seen[courier_id] = stamp
+        if self._client_of(route, message) is not None or self._was_online(courier_id):
+            return []
+        return self._device(courier_id, route.device or PRESENCE_DEVICE, True, "traffic", "topic", now)
+
+    def _device(self, courier_id: str, device: str, online: bool, how: str, source: str,
+                now: datetime) -> list[Outgoing]:
+        """One of a courier's devices came or went; the courier's presence follows."""
+        self.store.set_device(courier_id, device, online, how, source, now)
+        log.info("courier device %s", "online" if online else "offline",
+                 extra={"ctx": {"courier_id": courier_id, "device": device, "how": how}})
+        return self._derive_presence(courier_id, now)
+
+    def _derive_presence(self, courier_id: str, now: datetime) -> list[Outgoing]:
+        """A courier is online while any of its devices is; a change is announced to its active orders' shops
+        (but not a first appearance: there was no absence to end)."""
+        online = self.store.any_device_online(courier_id)
+        was = self._was_online(courier_id)
+        if was is online:
+            return []
+        self.store.set_courier_online(courier_id, online, now)
+        self._online[courier_id] = online
+        log.info("courier presence", extra={"ctx": {"courier_id": courier_id, "online": online}})
+        return self._announce(courier_id, online, now) if was is not None or not online else []
+
+    def _announce(self, courier_id: str, online: bool, now: datetime) -> list[Outgoing]:
+        """Tell the shop of each active order of this courier (timeline + OrderEvent) that it went on/offline."""
+        kind = "courier_online" if online else "courier_offline"
+        out: list[Outgoing] = []
+        for record in self.store.active_orders_of(courier_id):
+            happening = lifecycle.Happening(kind, record.status, f"courier:{courier_id}", courier_id=courier_id)
+            out.extend(self._apply(Outcome(record=record, happenings=[happening], state_changed=False), now))
+        return out
+
+    # ------------------------------------------------------------------ receipts and fixes
+
+    def _receipt(self, route: Route, message: Inbound, now: datetime) -> list[Outgoing]:
+        """Mark tasks received; msg_ids the courier never got are refused, the others still count."""
+        assert route.courier_id is not None
+        receipt = parse(Receipt, message.payload, max_bytes=self.limits.max_payload_bytes)
+        out = self._heard_from(route, message, now)
+        changes, unknown = self.store.receive_tasks(route.courier_id, receipt.msg_ids, receipt.read, now)
+        for msg_id, order_id, kind in changes:
+            record = self.store.get_order(order_id)
+            assert record is not None
+            outcome = lifecycle.on_task_received(record, route.courier_id, msg_id, kind == "read_by_courier", now)
+            out.extend(self._apply(outcome, now))
+        if unknown:
+            exc = Rejected(
+                f"courier {route.courier_id} has no task with msg_id {', '.join(unknown)}",
+                hint="Send receipts for msg_ids of tasks received on your own couriers/<id>/tasks topic.",
+                msg_id=unknown[0],
+            )
+            out.extend(self._reject(route, message, exc, now))
+        return out
+
+    def _location(self, route: Route, message: Inbound, now: datetime) -> list[Outgoing]:
+        courier_id = route.courier_id
+        assert courier_id is not None
+        if route.kind == Kind.owntracks:
+            kind = _guess(message.payload, "_type")
+            if kind == "lwt":
+                client = self._client_of(route, message)
+                device, source = (client, "connection") if client else (route.device or PRESENCE_DEVICE, "topic")
+                return self._device(courier_id, device, False, "lwt", source, now)
+            if kind in OWNTRACKS_IGNORED:
+                return []
+        loc = parse(Location, message.payload, max_bytes=self.limits.max_payload_bytes)
+        return self._heard_from(route, message, now) + self._fix(courier_id, route.device or "gps", loc, now)
+
+    def _fix(self, courier_id: str, device: str, loc: Location, now: datetime) -> list[Outgoing]:
+        """Store a fix; if it is the courier's newest, retain it and copy it into its active orders' state.
+
+        A fix more than gps.max_future_seconds ahead of the gateway's clock is refused (it would otherwise
+        freeze the courier's location); one older than gps.max_age_seconds is kept in history only."""
+        gps, stamp = self.settings.gps, now.timestamp()
+        if loc.tst > stamp + gps.max_future_seconds:
+            raise PayloadError(
+                f"fix tst {loc.tst} is {int(loc.tst - stamp)} s ahead of the gateway's clock "
+                f"(more than gps.max_future_seconds, {gps.max_future_seconds})",
+                hint="Check the phone's clock: tst is the fix's time in UTC epoch seconds.",
+            )
+        if not self.store.add_fix(courier_id, device, loc, now) or loc.tst < stamp - gps.max_age_seconds:
+            return []
+        fix = Fix(lat=loc.lat, lon=loc.lon, tst=loc.tst, acc=loc.acc, vel=loc.vel, cog=loc.cog, batt=loc.batt)
+        if courier_id not in self._newest_tst:
+            newest = self.store.courier_fix(courier_id)
+            self._newest_tst[courier_id] = None if newest is None else newest.tst
+        newest_tst = self._newest_tst[courier_id]
+        # A newest fix from the future (stored before the gateway refused such fixes) does not hold the courier.
+        if newest_tst is not None and newest_tst <= stamp + gps.max_future_seconds and fix.tst <= newest_tst:
+            return []
+        self.store.set_fix(courier_id, fix)
+        self._newest_tst[courier_id] = fix.tst
+        located = CourierLocation(courier_id=courier_id, **fix.model_dump())
+        out = [Outgoing(contract.courier_topic(courier_id, "location"), located.model_dump_json().encode(), True)]
+        for record in self.store.active_orders_of(courier_id):
+            out.extend(self._apply(lifecycle.on_fix(record, fix, now), now))
+        return out
+
+    # ------------------------------------------------------------------ housekeeping, between batches
+
+    def due_resends(self) -> list[Outgoing]:
+        """Tasks with no receipt after task_retry_seconds, for couriers online now; reschedules them."""
+        now = self.clock()
+        with self.store.transaction():
+            due = self.store.due_tasks(now)
+            for task in due:
+                self.store.reschedule_task(task.msg_id, now + self.limits.task_retry_seconds)
+        for task in due:
+            log.info(
+                "task re-sent", extra={"ctx": {"msg_id": task.msg_id, "courier_id": task.courier_id,
+                                               "order_id": task.order_id, "attempt": task.attempts + 1}},
+            )
+        return [Outgoing(contract.courier_topic(t.courier_id, "tasks"), t.payload) for t in due]
+
+    def run_operator_commands(self) -> list[tuple[int, Outgoing]]:
+        """Commands the CLI left in the `commands` table, handled exactly as if published on operator/commands;
+        each row gets its result (done, unchanged or rejected) in the same transaction."""
+
+        def work() -> list[Outgoing]:
+            out: list[Outgoing] = []
+            for command_id, payload in self.store.pending_commands():
+                messages, refused = self._handle_one(Inbound(contract.OPERATOR_COMMANDS, payload))
+                now = self.now()
+                if refused is not None:
+                    self.store.finish_command(command_id, "rejected", now, refused.message, refused.hint)
+                else:
+                    self.store.finish_command(command_id, "done" if messages else "unchanged", now)
+                out.extend(messages)
+            return out
+
+        return self._in_transaction(work)
+
+    def clear_final_states(self) -> list[tuple[int, Outgoing]]:
+        """Clear the retained state (an empty retained payload) of orders final for longer than
+        bridge.retain_final_seconds, so new subscribers do not receive every order ever finished."""
+
+        def work() -> list[Outgoing]:
+            ended = self.store.final_states_to_clear(self.now() - timedelta(seconds=self.limits.retain_final_seconds))
+            self.store.mark_states_cleared(ended)
+            if ended:
+                log.info("cleared the retained state of finished orders", extra={"ctx": {"orders": len(ended)}})
+            return [Outgoing(contract.order_state_topic(order_id), b"", True) for order_id in ended]
+
+        return self._in_transaction(work)
+
+
+def latest_retained(messages: list[Outgoing]) -> list[Outgoing]:
+    """Drop every retained message that a later retained message for the same topic replaces."""
+    last = {m.topic: i for i, m in enumerate(messages) if m.retain}
+    return [m for i, m in enumerate(messages) if not m.retain or last[m.topic] == i]
+
+
+def _actor(route: Route | None) -> str:
+    if route is None:
+        return "unknown"
+    if route.courier_id is not None:
+        return f"courier:{route.courier_id}"
+    if route.shop_id is not None:
+        return f"shop:{route.shop_id}"
+    if route.kind == Kind.command:
+        return "operator"
+    return "ordersys"
