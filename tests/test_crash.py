@@ -1,4 +1,5 @@
-"""Load + crash: publishers stream orders and GPS while the gateway is SIGKILLed, 20 times over.
+"""Load + crash: publishers stream orders and GPS while the gateway is SIGKILLed, over and over (10 times in
+the default suite; FIELDGATE_CRASH_CYCLES=20 for the full run quoted in the README).
 
 Every message that got a PUBACK must end up in fieldgate.db and reach its persistent subscribers
 (an audit client on the raw topics, and the couriers' phones on their tasks). QoS 1 allows duplicates; they
@@ -8,6 +9,7 @@ are counted and printed (run with -s to see the report).
 from __future__ import annotations
 
 import json
+import os
 import random
 import threading
 import time
@@ -20,7 +22,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from gateway.store.tables import Store, db_path
 
-CYCLES = 20
+CYCLES = int(os.environ.get("FIELDGATE_CRASH_CYCLES", "10"))
 COURIERS = [f"cc{i:02d}" for i in range(20)]
 
 T0 = int(time.time()) - 500_000
@@ -86,7 +88,7 @@ class Streamer:
 
 
 @pytest.mark.timeout(400)
-def test_nothing_acknowledged_is_lost_across_20_sigkills_under_load(spawn, peers):
+def test_nothing_acknowledged_is_lost_across_sigkills_under_load(spawn, peers):
     rng = random.Random(20261122)
     config = {"broker": {"retry_interval_seconds": 2}, "bridge": {"task_retry_seconds": 600}}
     gw = spawn(config=config)

@@ -525,3 +525,43 @@ def test_the_systemd_unit_runs_fieldgate_as_a_service():
     assert "contrib/fieldgate.service" in readme and "systemctl" in readme
 
 
+
+
+def test_files_of_the_previous_version_are_upgraded_in_place_and_readers_wait_for_it(tmp_path):
+    from gateway.broker.store import BrokerStore
+
+    data = tmp_path / "data"
+    data.mkdir()
+    old = sqlite3.connect(data / "fieldgate.db")
+    old.executescript("""
+        PRAGMA application_id = 1178092610;
+        CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT);
+        INSERT INTO meta VALUES ('schema_version', '1');
+        CREATE TABLE orders (order_id TEXT PRIMARY KEY, shop_id TEXT NOT NULL, courier_id TEXT, status TEXT NOT NULL,
+            progress TEXT NOT NULL, order_json TEXT NOT NULL, location_json TEXT, created_at TEXT NOT NULL,
+            updated_at TEXT NOT NULL, purged INTEGER DEFAULT 0);
+    """)
+    old.execute("INSERT INTO orders VALUES ('OLD', 'rose', NULL, 'delivered', 'delivered', ?, NULL, ?, ?, 0)",
+                (json.dumps(order(order_id="OLD")), "2026-01-01T00:00:00.000+00:00", "2026-01-01T00:00:00.000+00:00"))
+    old.commit()
+    old.close()
+    broker = sqlite3.connect(data / "broker.db")
+    broker.executescript("""
+        PRAGMA application_id = 1178092114;
+        CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT);
+        INSERT INTO meta VALUES ('schema_version', '1');
+        CREATE TABLE sessions (client_id TEXT PRIMARY KEY, clean INTEGER NOT NULL, connected INTEGER NOT NULL,
+            last_seen FLOAT NOT NULL, will_topic TEXT, will_payload BLOB, will_qos INTEGER, will_retain INTEGER,
+            dropped INTEGER DEFAULT 0, denied INTEGER DEFAULT 0);
+        INSERT INTO sessions (client_id, clean, connected, last_seen) VALUES ('phone', 0, 0, 1.0);
+    """)
+    broker.close()
+    done = fieldgate("orders", "list", "--data-dir", str(data))
+    assert done.returncode == 1 and "schema version 1" in done.stderr and "upgrades the file" in done.stderr
+
+    Store(db_path(data)).close()  # what `fieldgate serve` does at start
+    BrokerStore(data / "broker.db").close()
+    listed = rows(fieldgate("orders", "list", "--json", "--data-dir", str(data)).stdout)
+    assert [r["order_id"] for r in listed] == ["OLD"]
+    [phone] = rows(fieldgate("sessions", "--json", "--data-dir", str(data)).stdout)
+    assert phone["client_id"] == "phone" and phone["off_contract"] == 0
