@@ -8,7 +8,6 @@ from typing import Annotated
 import typer
 
 from cli.common import console
-from gateway.certs import make_dev_pair
 
 app = typer.Typer(help="Certificates for the TLS listener.", no_args_is_help=True)
 
@@ -27,5 +26,7 @@ def dev_cmd(
 
         fieldgate certs dev --dir certs
     """
+    from gateway.certs import make_dev_pair  # cryptography, loaded only here
+
     cert, key = make_dev_pair(directory, days=days)
     console.print(f"wrote {cert} and {key}")

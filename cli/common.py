@@ -8,13 +8,15 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 import typer
+from pydantic import BaseModel, ValidationError
 from rich.console import Console
 from rich.table import Table
 
 from gateway.config import Settings, load_settings
+from gateway.errors import InvalidInput
 from gateway.store import datadir
 from gateway.store.tables import Store, db_path
 
@@ -75,6 +77,19 @@ def write_store(s: Settings, *, init: bool = False) -> Store:
 
 def gateway_pid(s: Settings) -> str | None:
     return datadir.holder(s.data_dir)
+
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def validated(model: type[M], **values: Any) -> M:
+    """A model built from a command's arguments, or InvalidInput naming each bad one."""
+    try:
+        return model.model_validate(values)
+    except ValidationError as exc:
+        problems = "; ".join(f"--{'.'.join(map(str, e['loc'])).replace('_', '-')}: "
+                             f"{e['msg'].removeprefix('Value error, ')}" for e in exc.errors())
+        raise InvalidInput(f"invalid {model.__name__.lower()}: {problems}") from None
 
 
 def when(stamp: str | None) -> str:

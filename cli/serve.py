@@ -9,7 +9,6 @@ import typer
 from cli.common import ConfigOpt, DataDirOpt, VerboseOpt, settings
 from gateway import logs
 from gateway.bridge.transport import BrokerUrl
-from gateway.server import run_bridge, serve
 
 
 def serve_cmd(
@@ -29,6 +28,8 @@ def serve_cmd(
 
         fieldgate serve --data-dir /var/lib/fieldgate --port 1883
     """
+    from gateway.server import serve  # the broker (amqtt) is loaded only by the commands that run it
+
     s = settings(config, data_dir, verbose, port=port, host=host, no_anonymous=no_anonymous)
     logs.setup(s.log_level)
     serve(s)
@@ -47,6 +48,8 @@ def bridge_cmd(
 
         fieldgate bridge --broker mqtt://127.0.0.1:1883 --data-dir ./data
     """
+    from gateway.server import run_bridge
+
     url = BrokerUrl.parse(broker)
     s = settings(config, data_dir, verbose)
     logs.setup(s.log_level)

@@ -1,6 +1,7 @@
 """fieldgate: an MQTT field-messaging gateway for local shops that deliver.
 
-Public API — what the CLI and the tests use:
+Public API — what the CLI and the tests use (imported on first use, so a command that needs the
+store does not load the broker):
 
 - `load_settings`, `Settings`            configuration (gateway.config; broker.yaml)
 - `serve`, `run_bridge`                  run broker + bridge, or the bridge alone (gateway.server)
@@ -10,28 +11,32 @@ Public API — what the CLI and the tests use:
 - `Store`                                the SQLite file (gateway.store.tables)
 - `FieldgateError` and its subclasses    the error tree (gateway.errors)
 
-Pure parts, testable without a broker: `gateway.core.contract` (topics), `gateway.core.lifecycle`
-(the order state machine), `gateway.core.models` (payloads).
+Pure parts, testable without a broker: `gateway.core` — the topic contract, the order lifecycle,
+assignment, ETA, the ACL and the payload models.
 """
 
-from gateway.bridge.service import Gateway
-from gateway.bridge.transport import BrokerUrl
-from gateway.bridge.worker import Bridge
-from gateway.broker.embedded import EmbeddedBroker
-from gateway.config import Settings, load_settings
-from gateway.errors import FieldgateError
-from gateway.server import run_bridge, serve
-from gateway.store.tables import Store
+from __future__ import annotations
 
-__all__ = [
-    "Bridge",
-    "BrokerUrl",
-    "EmbeddedBroker",
-    "FieldgateError",
-    "Gateway",
-    "Settings",
-    "Store",
-    "load_settings",
-    "run_bridge",
-    "serve",
-]
+from importlib import import_module
+from typing import Any
+
+_EXPORTS = {
+    "Bridge": "gateway.bridge.worker",
+    "BrokerUrl": "gateway.bridge.transport",
+    "EmbeddedBroker": "gateway.broker.embedded",
+    "FieldgateError": "gateway.errors",
+    "Gateway": "gateway.bridge.service",
+    "Settings": "gateway.config",
+    "Store": "gateway.store.tables",
+    "load_settings": "gateway.config",
+    "run_bridge": "gateway.server",
+    "serve": "gateway.server",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        return getattr(import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'gateway' has no attribute {name!r}")

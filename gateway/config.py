@@ -100,6 +100,24 @@ class GpsSettings(_Section):
     max_age_seconds: int = Field(default=604_800, ge=1)
 
 
+class AssignmentSettings(_Section):
+    max_fix_age_seconds: int = Field(default=300, ge=1)
+    alert_after_seconds: int = Field(default=300, ge=1)
+    accept_timeout_seconds: int = Field(default=120, ge=1)
+    default_max_active: int = Field(default=3, ge=1)
+
+
+class EtaSettings(_Section):
+    detour_factor: float = Field(default=1.3, ge=1.0, le=3.0)
+    min_speed_kmh: float = Field(default=8.0, gt=0)
+    default_speed_kmh: float = Field(default=15.0, gt=0)
+    delay_step_minutes: float = Field(default=10.0, ge=0)
+
+
+class ChangesSettings(_Section):
+    confirm_timeout_seconds: int = Field(default=300, ge=1)
+
+
 class StorageSettings(_Section):
     data_dir: Path = Path("data")
     synchronous: Literal["full", "normal"] = "full"
@@ -117,6 +135,10 @@ class Settings(_Section):
     storage: StorageSettings = StorageSettings()
     bridge: BridgeSettings = BridgeSettings()
     gps: GpsSettings = GpsSettings()
+    assignment: AssignmentSettings = AssignmentSettings()
+    eta: EtaSettings = EtaSettings()
+    changes: ChangesSettings = ChangesSettings()
+    arrival_radius_m: float = Field(default=500.0, gt=0)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
     _config_path: Path | None = PrivateAttr(default=None)

@@ -2,6 +2,7 @@
 
     FieldgateError                  anything fieldgate reports on purpose; has .hint
     ├── ConfigError                 broker.yaml or a command-line override is wrong
+    ├── InvalidInput                a command's arguments do not make a valid shop, courier, …
     ├── StoreError                  the SQLite file is missing, locked or not ours
     ├── BrokerStartError            the embedded broker could not start (port taken, bad listener)
     ├── TransportError              the bridge could not reach or talk to an MQTT broker
@@ -40,6 +41,12 @@ class ConfigError(FieldgateError):
     """The configuration file or an override is invalid."""
 
     hint = "Check broker.yaml against docs/config.md, or run `fieldgate serve --help`."
+
+
+class InvalidInput(FieldgateError):
+    """A command's arguments do not validate (a shop, a courier, ...); `errors` lists each bad field."""
+
+    hint = "See the command's --help."
 
 
 class StoreError(FieldgateError):

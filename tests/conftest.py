@@ -193,13 +193,13 @@ def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayProcess
 
 
 def fieldgate(*args: str, stdin: str | None = None, env: dict[str, str] | None = None, cwd: Path = ROOT,
-              columns: int = 200) -> subprocess.CompletedProcess[str]:
+              columns: int = 200, timeout: float = 60) -> subprocess.CompletedProcess[str]:
     """The one way tests run the CLI: `fieldgate ARGS` in a subprocess, as an operator would, with a clean
     environment (no FIELDGATE_* of the caller; HOME and others only as `env` gives them)."""
     clean = {"PATH": os.environ["PATH"], "HOME": os.environ.get("HOME", "/root"), "COLUMNS": str(columns),
              "PYTHONPATH": str(ROOT), **(env or {})}
     return subprocess.run([sys.executable, "-m", "cli.main", *args], cwd=cwd, input=stdin, capture_output=True,
-                          text=True, timeout=60, env=clean)
+                          text=True, timeout=timeout, env=clean)
 
 
 # ---------------------------------------------------------------- Debian's mosquitto, the second broker

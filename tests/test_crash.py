@@ -23,7 +23,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from gateway.store.tables import Store, db_path
 
 CYCLES = int(os.environ.get("FIELDGATE_CRASH_CYCLES", "10"))
-COURIERS = [f"cc{i:02d}" for i in range(20)]
+COURIERS = [f"cc{i:03d}" for i in range(200)]  # a busy street: a dozen active orders each
 
 T0 = int(time.time()) - 500_000
 

@@ -102,7 +102,8 @@ SUBSCRIBE_CANDIDATES = [
     "couriers/c7/tasks", "couriers/c7/errors", "couriers/c8/tasks", "couriers/+/tasks", "couriers/c7/#",
     "couriers/c7/status", "shops/rose/orders", "shops/rose/errors", "shops/rose/open", "shops/tulip/open",
     "shops/tulip/orders", "shops/+/orders", "orders/+/state", "orders/#", "ordersys/acks", "ordersys/#",
-    "ordersys/errors", "operator/errors", "#", "$SYS/#", "owntracks/+/+",
+    "ordersys/errors", "operator/errors", "#", "$SYS/#", "owntracks/+/+", "couriers/c7/orders", "couriers/c8/orders",
+    "couriers/c7/sync",
 ]
 ALLOWED_PUBLISH = {
     "c7-phone": {"couriers/c7/status", "couriers/c7/receipts", "couriers/c7/gps", "couriers/c7/presence",
@@ -112,7 +113,7 @@ ALLOWED_PUBLISH = {
     "ops": {"operator/commands"},
 }
 ALLOWED_SUBSCRIBE = {
-    "c7-phone": {"couriers/c7/tasks", "couriers/c7/errors"},
+    "c7-phone": {"couriers/c7/tasks", "couriers/c7/errors", "couriers/c7/orders", "couriers/c7/sync"},
     "rose-terminal": {"shops/rose/orders", "shops/rose/errors", "shops/rose/open", "orders/+/state"},
     "erp": {"ordersys/acks", "ordersys/#", "ordersys/errors"},
     "ops": set(SUBSCRIBE_CANDIDATES),

@@ -26,6 +26,7 @@ from typing import TypeVar
 
 from pydantic import BaseModel, ValidationError
 
+from gateway.bridge.dispatch import Dispatcher
 from gateway.config import Settings
 from gateway.core import contract, lifecycle
 from gateway.core.acl import Identity, Role
@@ -46,6 +47,7 @@ from gateway.core.models import (
     Rejection,
     ShopCommand,
     StatusUpdate,
+    Sync,
 )
 from gateway.errors import PayloadError, Rejected, UnknownOrder
 from gateway.store.tables import Store
@@ -130,7 +132,9 @@ class Gateway:
         # a rollback may have undone what they remember.
         self._seen: dict[str, float] = {}  # courier -> when its last-seen time was last written
         self._online: dict[str, bool | None] = {}  # courier -> online as stored
-        self._newest_tst: dict[str, int | None] = {}  # courier -> tst of its newest fix
+        self._newest: dict[str, Fix | None] = {}  # courier -> its newest fix
+        self._couriers_changed: set[str] = set()  # couriers whose active orders changed in this transaction
+        self.dispatch = Dispatcher(store, settings, new_id, self._apply)
 
     def now(self) -> datetime:
         """The clock as a UTC datetime, to the millisecond (what the store keeps)."""
@@ -148,17 +152,24 @@ class Gateway:
         return self._in_transaction(lambda: [m for message in messages for m in self._handle_one(message)[0]])
 
     def _in_transaction(self, work: Callable[[], list[Outgoing]]) -> list[tuple[int, Outgoing]]:
+        """Run `work` in one transaction with its outbox rows, and the retained active-order lists of the couriers
+        it touched (couriers/{courier_id}/orders)."""
         try:
             with self.store.transaction():
-                return self.store.enqueue(latest_retained(work()), self.now())
+                out = work()
+                now = self.now()
+                out += [self.dispatch.courier_orders(c, now) for c in sorted(self._couriers_changed)]
+                self._couriers_changed.clear()
+                return self.store.enqueue(latest_retained(out), now)
         except BaseException:
             self._forget_couriers()
             raise
 
     def _forget_couriers(self) -> None:
         self._seen.clear()
-        self._newest_tst.clear()
+        self._newest.clear()
         self._online.clear()
+        self._couriers_changed.clear()
 
     def _handle_one(self, message: Inbound) -> tuple[list[Outgoing], Rejected | None]:
         """The messages one inbound message publishes, and the Rejected it raised (None if it was applied)."""
@@ -219,17 +230,19 @@ class Gateway:
             case Kind.order:
                 order = parse(Order, payload, max_bytes=limit)
                 existing = self.store.get_order(order.order_id)
-                courier = order.courier_id or (existing.courier_id if existing else None)
-                outcome = lifecycle.on_order(existing, order, now, self.new_id,
-                                             courier_known=self._known(courier))
+                courier = self.dispatch.courier(order.courier_id or (existing.courier_id if existing else None))
+                outcome = lifecycle.on_order(existing, order, now, self.new_id, courier=courier)
                 if outcome.acks and outcome.acks[0].duplicate:
                     log.info("duplicate order acknowledged again", extra={"ctx": {"order_id": order.order_id}})
-                return self._apply(outcome, now)
+                out = self._apply(outcome, now)
+                if existing is None and outcome.record.courier_id is None:
+                    out += self.dispatch.place(outcome.record, now)
+                return out
             case Kind.command:
                 command = parse(ShopCommand, payload, max_bytes=limit)
                 record = self._order(command.order_id, command.msg_id)
                 outcome = lifecycle.on_command(record, route.shop_id, command, now, self.new_id,
-                                               courier_known=self._known(command.courier_id))
+                                               courier=self.dispatch.courier(command.courier_id))
                 return self._apply(outcome, now)
             case Kind.open_orders:
                 assert route.shop_id is not None
@@ -239,7 +252,10 @@ class Gateway:
                 update = parse(StatusUpdate, payload, max_bytes=limit)
                 announced = self._heard_from(route, message, now)
                 record = self._order(update.order_id, update.msg_id)
-                return announced + self._apply(lifecycle.on_status(record, route.courier_id, update, now), now)
+                outcome = lifecycle.on_status(record, route.courier_id, update, now, self.new_id)
+                if outcome is None:
+                    return announced
+                return announced + self._apply(outcome, now) + self.dispatch.after_status(outcome, now)
             case Kind.receipt:
                 return self._receipt(route, message, now)
             case Kind.presence:
@@ -275,9 +291,6 @@ class Gateway:
             )
         return record
 
-    def _known(self, courier_id: str | None) -> bool | None:
-        return None if courier_id is None else self.store.courier_known(courier_id)
-
     def _apply(self, outcome: Outcome | None, now: datetime) -> list[Outgoing]:
         """Write an outcome (order row, timeline, tasks) and return the messages it publishes."""
         if outcome is None:
@@ -285,6 +298,9 @@ class Gateway:
         record = outcome.record
         if outcome.state_changed:
             self.store.put_order(record)
+            if record.courier_id is not None:
+                self._couriers_changed.add(record.courier_id)
+            self._couriers_changed.update(c for c, task in outcome.tasks if task.kind == "cancel")
         self.store.add_happenings(record.order_id, outcome.happenings, now)
         retry_at = self.clock() + self.limits.task_retry_seconds
         for courier_id, task in outcome.tasks:
@@ -352,7 +368,8 @@ class Gateway:
         self.store.set_courier_online(courier_id, online, now)
         self._online[courier_id] = online
         log.info("courier presence", extra={"ctx": {"courier_id": courier_id, "online": online}})
-        return self._announce(courier_id, online, now) if was is not None or not online else []
+        out = self._announce(courier_id, online, now) if was is not None or not online else []
+        return out + self.dispatch.offer_waiting(courier_id, now) if online else out
 
     def _announce(self, courier_id: str, online: bool, now: datetime) -> list[Outgoing]:
         """Tell the shop of each active order of this courier (timeline + OrderEvent) that it went on/offline."""
@@ -374,8 +391,17 @@ class Gateway:
         for msg_id, order_id, kind in changes:
             record = self.store.get_order(order_id)
             assert record is not None
-            outcome = lifecycle.on_task_received(record, route.courier_id, msg_id, kind == "read_by_courier", now)
-            out.extend(self._apply(outcome, now))
+            out.extend(self._apply(lifecycle.on_task_received(record, route.courier_id, msg_id, kind, now), now))
+        if receipt.confirm:
+            for msg_id in receipt.msg_ids:
+                record = self.store.order_of_task(route.courier_id, msg_id)
+                if record is not None and record.dispatch.change_msg_id == msg_id:
+                    outcome = lifecycle.on_task_received(record, route.courier_id, msg_id, "change_confirmed", now)
+                    out.extend(self._apply(outcome, now))
+        read = [msg_id for msg_id, _, kind in changes if kind == "read_by_courier"]
+        if read:  # the courier's other devices follow
+            sync = Sync(read=read, at=now).model_dump_json().encode()
+            out.append(Outgoing(contract.courier_topic(route.courier_id, "sync"), sync))
         if unknown:
             exc = Rejected(
                 f"courier {route.courier_id} has no task with msg_id {', '.join(unknown)}",
@@ -414,20 +440,17 @@ class Gateway:
         if not self.store.add_fix(courier_id, device, loc, now) or loc.tst < stamp - gps.max_age_seconds:
             return []
         fix = Fix(lat=loc.lat, lon=loc.lon, tst=loc.tst, acc=loc.acc, vel=loc.vel, cog=loc.cog, batt=loc.batt)
-        if courier_id not in self._newest_tst:
-            newest = self.store.courier_fix(courier_id)
-            self._newest_tst[courier_id] = None if newest is None else newest.tst
-        newest_tst = self._newest_tst[courier_id]
+        if courier_id not in self._newest:
+            self._newest[courier_id] = self.store.courier_fix(courier_id)
+        newest = self._newest[courier_id]
         # A newest fix from the future (stored before the gateway refused such fixes) does not hold the courier.
-        if newest_tst is not None and newest_tst <= stamp + gps.max_future_seconds and fix.tst <= newest_tst:
+        if newest is not None and newest.tst <= stamp + gps.max_future_seconds and fix.tst <= newest.tst:
             return []
         self.store.set_fix(courier_id, fix)
-        self._newest_tst[courier_id] = fix.tst
+        self._newest[courier_id] = fix
         located = CourierLocation(courier_id=courier_id, **fix.model_dump())
         out = [Outgoing(contract.courier_topic(courier_id, "location"), located.model_dump_json().encode(), True)]
-        for record in self.store.active_orders_of(courier_id):
-            out.extend(self._apply(lifecycle.on_fix(record, fix, now), now))
-        return out
+        return out + self.dispatch.fix(courier_id, fix, newest, now)
 
     # ------------------------------------------------------------------ housekeeping, between batches
 
@@ -462,6 +485,10 @@ class Gateway:
             return out
 
         return self._in_transaction(work)
+
+    def run_dispatch(self) -> list[tuple[int, Outgoing]]:
+        """Dispatch's timers (accept timeouts, waiting orders, unconfirmed changes), in one transaction."""
+        return self._in_transaction(lambda: self.dispatch.tick(self.now()))
 
     def clear_final_states(self) -> list[tuple[int, Outgoing]]:
         """Clear the retained state (an empty retained payload) of orders final for longer than

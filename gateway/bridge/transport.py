@@ -231,3 +231,59 @@ def mqtt_transport(url: BrokerUrl, client_id: str, *, keepalive: int, max_in_fli
         url, client_id, keepalive=keepalive, max_in_flight=max_in_flight, subscriptions=subscriptions,
         on_message=on_message, on_published=on_published,
     )
+
+
+class MqttClient:
+    """A plain QoS-1 MQTT client for fieldgate's own tools (`fieldgate simulate`): connect, subscribe, publish,
+    messages handed to a callback on paho's thread (which must only hand them over)."""
+
+    def __init__(self, url: BrokerUrl, client_id: str = "", *, clean_session: bool = True,
+                 will: tuple[str, bytes, bool] | None = None,
+                 on_message: Callable[[str, bytes], None] = lambda topic, payload: None) -> None:
+        self.url = url
+        self._connected = threading.Event()
+        self._client = paho.Client(CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=clean_session,
+                                   protocol=paho.MQTTv311)
+        self._client.max_inflight_messages_set(100)
+        if url.username:
+            self._client.username_pw_set(url.username, url.password)
+        if will is not None:
+            self._client.will_set(will[0], will[1], qos=1, retain=will[2])
+        self._client.on_connect = lambda _c, _u, _f, reason, _p: reason.is_failure or self._connected.set()
+        self._client.on_disconnect = lambda *_: self._connected.clear()
+        self._client.on_message = lambda _c, _u, msg: on_message(msg.topic, bytes(msg.payload))
+
+    def connect(self, timeout: float = 10.0) -> None:
+        try:
+            self._client.connect(self.url.host, self.url.port, keepalive=30)
+        except OSError as exc:
+            raise TransportError(f"cannot connect to {self.url}: {exc}") from exc
+        self._client.loop_start()
+        if not self._connected.wait(timeout):
+            self.close()
+            raise TransportError(f"{self.url} did not accept the connection within {timeout:.0f} s")
+
+    def subscribe(self, *filters: str) -> None:
+        self._client.subscribe([(f, 1) for f in filters])
+
+    def publish(self, topic: str, payload: bytes, *, retain: bool = False, timeout: float | None = None) -> bool:
+        """Publish at QoS 1; with `timeout`, wait that long for the PUBACK and say whether it came."""
+        info = self._client.publish(topic, payload, qos=1, retain=retain)
+        if timeout is None:
+            return True
+        try:
+            info.wait_for_publish(timeout)
+        except (ValueError, RuntimeError):
+            return False
+        return info.is_published()
+
+    def drop(self) -> None:
+        """Vanish without a DISCONNECT (out of coverage): the broker publishes the will."""
+        sock = self._client.socket()
+        if sock is not None:
+            sock.close()
+        self._client.loop_stop()
+
+    def close(self) -> None:
+        self._client.disconnect()
+        self._client.loop_stop()

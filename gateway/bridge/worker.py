@@ -40,6 +40,8 @@ BATCH_MAX = 500
 MAX_IN_FLIGHT = 100
 #: How often the worker looks for tasks to re-send and for operators' commands, in seconds.
 RESEND_CHECK_SECONDS = 0.2
+#: How often dispatch's timers run (accept timeouts, waiting orders, unconfirmed changes), in seconds.
+DISPATCH_TICK_SECONDS = 1.0
 #: How often the worker looks for finished orders whose retained state to clear, in seconds.
 CLEAR_CHECK_SECONDS = 1.0
 #: How often personal data past storage.retention_days is purged, in seconds.
@@ -98,7 +100,7 @@ class Bridge:
     # ------------------------------------------------------------------ worker thread
 
     def _run(self) -> None:
-        next_resend = next_clear = 0.0
+        next_resend = next_clear = next_dispatch = 0.0
         next_purge = time.monotonic() + 60  # not during the start-up rush
         batch: list[Received] = []
         while not self._stop.is_set():
@@ -112,6 +114,9 @@ class Bridge:
                     next_resend = time.monotonic() + RESEND_CHECK_SECONDS
                     self._to_send.extend((None, message) for message in self.gateway.due_resends())
                     self._queue_for_sending(self.gateway.run_operator_commands())
+                if time.monotonic() >= next_dispatch:
+                    next_dispatch = time.monotonic() + DISPATCH_TICK_SECONDS
+                    self._queue_for_sending(self.gateway.run_dispatch())
                 if time.monotonic() >= next_clear:
                     next_clear = time.monotonic() + CLEAR_CHECK_SECONDS
                     self._queue_for_sending(self.gateway.clear_final_states())

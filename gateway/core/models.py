@@ -11,9 +11,10 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints, model_validator
+from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
 Id = Annotated[
     str,
@@ -111,8 +112,12 @@ class OrderView(Order):
     """An order as the gateway knows it now: the order plus its status and courier."""
 
     status: Status
+    courier_name: str | None = Field(default=None, description="the assigned courier's name, if registered")
     created_at: AwareDatetime
     updated_at: AwareDatetime
+
+
+ReasonCode = Literal["vehicle_breakdown", "recipient_absent", "stock_out", "address_wrong", "damaged", "other"]
 
 
 # ---------------------------------------------------------------- order system
@@ -121,7 +126,10 @@ class OrderView(Order):
 class Ack(_Out):
     """On `ordersys/acks`: what happened to an order, so the order system can stop worrying."""
 
-    kind: Literal["accepted", "rejected", "assigned", "delivered_to_courier", "read_by_courier", "status_changed"]
+    kind: Literal[
+        "accepted", "rejected", "assigned", "unassigned", "delivered_to_courier", "read_by_courier", "status_changed",
+        "delayed", "change_confirmed",
+    ]
     order_id: str | None
     status: Status | None = None
     courier_id: str | None = None
@@ -131,6 +139,9 @@ class Ack(_Out):
     courier_known: bool | None = Field(
         default=None, description="accepted/assigned: false if no courier with this id ever connected, has a user "
         "or is registered (the order is kept; the courier may log in later)")
+    auto: bool = Field(default=False, description="assigned: the gateway chose the courier (nearest_idle)")
+    reason_code: ReasonCode | None = Field(default=None, description="status_changed to exception: what went wrong")
+    eta_at: AwareDatetime | None = Field(default=None, description="delayed: the new estimated arrival")
     at: AwareDatetime = Field(default_factory=utcnow)
 
 
@@ -158,14 +169,21 @@ class OrderEvent(_Out):
     """On `shops/{shop_id}/orders`: something happened to one of the shop's orders."""
 
     kind: Literal[
-        "created", "updated", "assigned", "unassigned", "status", "delivered_to_courier", "read_by_courier",
-        "courier_offline", "courier_online",
+        "created", "updated", "assigned", "unassigned", "status", "exception", "delivered_to_courier",
+        "read_by_courier", "courier_offline", "courier_online", "waiting_for_courier", "alert", "rejected_by_courier",
+        "late_risk", "change_pending", "change_confirmed",
     ]
     order_id: str
     status: Status
     courier_id: str | None = None
+    courier_name: str | None = None
+    courier_phone: str | None = Field(default=None, description="assigned: the courier's phone, for its own shop "
+                                      "only (never on any other topic)")
     reason: str | None = None
+    reason_code: ReasonCode | None = None
     courier_known: bool | None = Field(default=None, description="assigned: false if the courier is unknown so far")
+    auto: bool = Field(default=False, description="assigned: the gateway chose the courier (nearest_idle)")
+    eta_at: AwareDatetime | None = Field(default=None, description="late_risk: the estimated arrival")
     order: OrderView
     at: AwareDatetime = Field(default_factory=utcnow)
 
@@ -189,6 +207,14 @@ class ShopCommand(_Strict):
 # ---------------------------------------------------------------- couriers
 
 
+class Change(_Out):
+    """One field of an order that changed: the courier must confirm it."""
+
+    field: Literal["recipient", "address", "items", "window", "notes", "priority"]
+    old: Any
+    new: Any
+
+
 class Task(_Out):
     """On `couriers/{courier_id}/tasks`: work for a courier. Answer with a Receipt naming msg_id."""
 
@@ -198,6 +224,8 @@ class Task(_Out):
     order: OrderView | None = Field(description="the order as it is now; null for cancel (drop the job: the phone "
                                     "keeps no customer data of an order that is no longer its own)")
     reason: str | None = None
+    changes: list[Change] = Field(default=[], description="update: each changed field, with old and new value")
+    confirm_required: bool = Field(default=False, description="confirm with a Receipt naming msg_id, confirm: true")
     at: AwareDatetime = Field(default_factory=utcnow)
 
 
@@ -208,9 +236,10 @@ class Receipt(_Strict):
         min_length=1, max_length=500
     )
     read: bool = False
+    confirm: bool = Field(default=False, description="the courier confirms the changes of these update tasks")
 
 
-CourierStatus = Literal["picked_up", "en_route", "arriving", "delivered", "failed", "exception"]
+CourierStatus = Literal["picked_up", "en_route", "arriving", "delivered", "failed", "exception", "rejected"]
 
 
 class StatusUpdate(_Strict):
@@ -223,6 +252,13 @@ class StatusUpdate(_Strict):
     lat: Latitude | None = None
     lon: Longitude | None = None
     reason: Text | None = None
+    reason_code: ReasonCode | None = Field(default=None, description="exception: what went wrong (default other)")
+
+    @model_validator(mode="after")
+    def _code_for_exceptions(self) -> StatusUpdate:
+        if self.reason_code is not None and self.status != "exception":
+            raise ValueError("reason_code goes with status exception")
+        return self
 
 
 class Location(BaseModel):
@@ -276,7 +312,79 @@ class OrderState(_Out):
     status: Status
     courier_id: str | None
     location: Fix | None
+    courier_name: str | None = None
+    distance_m: float | None = Field(default=None, description="straight line, the courier's newest fix to the "
+                                     "address (when both are known)")
+    eta_seconds: int | None = Field(default=None, description="once picked up: seconds until arrival, estimated")
+    eta_at: AwareDatetime | None = Field(default=None, description="once picked up: estimated arrival time")
+    unconfirmed_change: bool = Field(default=False, description="the courier has not confirmed the latest change")
     updated_at: AwareDatetime
+
+
+class CourierOrder(_Out):
+    order_id: str
+    status: Status
+    address: str
+    window: Window | None = None
+    eta_seconds: int | None = None
+    eta_at: AwareDatetime | None = None
+
+
+class CourierOrders(_Out):
+    """Retained on `couriers/{courier_id}/orders`: the courier's active orders, so a phone that reconnects (or a
+    second device) sees its work at once."""
+
+    courier_id: str
+    orders: list[CourierOrder]
+    at: AwareDatetime = Field(default_factory=utcnow)
+
+
+class Sync(_Out):
+    """On `couriers/{courier_id}/sync`: one device marked these tasks read; the courier's other devices follow."""
+
+    read: list[str]
+    at: AwareDatetime = Field(default_factory=utcnow)
+
+
+# ---------------------------------------------------------------- the registry: shops and couriers
+
+
+def _zone(name: str) -> str:
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError(f"unknown time zone {name!r} (use an IANA name such as Asia/Shanghai)") from None
+    return name
+
+
+Assignment = Literal["fixed", "nearest_idle"]
+Locale = Literal["zh-CN", "en"]
+
+
+class Shop(_Strict):
+    """A registered shop (`fieldgate shops add`): where it is and how its orders find a courier."""
+
+    shop_id: Id
+    name: Annotated[str, StringConstraints(min_length=1, max_length=200)]
+    lat: Latitude
+    lon: Longitude
+    assignment: Assignment = Field(default="fixed", description="fixed: the order's or the default courier; "
+                                   "nearest_idle: the gateway picks one")
+    default_courier: Id | None = None
+    timezone: Annotated[str, AfterValidator(_zone)] = "Asia/Shanghai"
+    locale: Locale = "zh-CN"
+    arrival_radius_m: float | None = Field(default=None, gt=0, le=10_000,
+                                           description="the arriving geofence; None: arrival_radius_m")
+
+
+class Courier(_Strict):
+    """A registered courier (`fieldgate couriers add`). Its phone goes to its shops only."""
+
+    courier_id: Id
+    name: Annotated[str, StringConstraints(min_length=1, max_length=200)]
+    shops: list[Id] = Field(min_length=1)
+    max_active: int | None = Field(default=None, ge=1, le=100, description="None: assignment.default_max_active")
+    phone: Annotated[str, StringConstraints(pattern=r"^\+?[0-9][0-9 ()-]{2,31}$")] | None = None
 
 
 # ---------------------------------------------------------------- shops' open orders
@@ -336,4 +444,6 @@ SCHEMAS: dict[str, type[BaseModel]] = {
     "order-state": OrderState,
     "open-orders-request": OpenOrdersRequest,
     "open-orders": OpenOrders,
+    "courier-orders": CourierOrders,
+    "sync": Sync,
 }

@@ -6,7 +6,10 @@ One file, `<data_dir>/fieldgate.db`, in WAL mode so the CLI reads while the gate
     orders         order (latest snapshot)              put_order
     order_events   timeline entry of an order           add_happenings, add_rejection_event
     tasks          task sent to a courier               add_task, receive_tasks, reschedule_task
-    couriers       courier (presence, newest fix)       touch_courier, set_courier_online, set_fix
+    shops          registered shop                      put_shop
+    couriers       courier (registration, presence,     put_courier, unregister_courier, touch_courier,
+                   newest fix, speed)                   set_courier_online, set_fix
+    courier_shops  (courier, shop) it rides for         put_courier, unregister_courier
     devices        device (connection) of a courier     set_device, reset_connection_devices
     gps_fixes      GPS fix received                     add_fix
     dead_letters   inbound message refused              add_dead_letter
@@ -26,28 +29,38 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
-from gateway.core.lifecycle import FINAL, Happening, OrderRecord, Outgoing
-from gateway.core.models import Fix, Location, Order, Status
+from gateway.core.assignment import Candidate
+from gateway.core.eta import Speed
+from gateway.core.lifecycle import FINAL, CourierRef, Dispatch, Happening, OrderRecord, Outgoing, Tracking
+from gateway.core.models import Courier, Fix, Location, Order, Shop, Status
 from gateway.store import sqlite
 from gateway.store.users import Users
 
 DB_NAME = "fieldgate.db"
 PURGED = "[purged]"
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 
 def db_path(data_dir: Path) -> Path:
     return data_dir / DB_NAME
 
 
+_SHOP_COLUMNS = "shop_id, name, lat, lon, assignment, default_courier, timezone, locale, arrival_radius_m"
+
+
+def _shop(row: tuple[Any, ...]) -> Shop:
+    return Shop(**dict(zip(_SHOP_COLUMNS.split(", "), row, strict=True)))
+
+
 #: Final statuses in SQL, from the lifecycle's FINAL (never spelled out twice).
 _FINAL_SQL = "(" + ", ".join(f"'{s.value}'" for s in sorted(FINAL)) + ")"
-_RECORD_COLUMNS = "order_json, status, progress, courier_id, location_json, created_at, updated_at"
+_RECORD_COLUMNS = ("order_json, status, progress, courier_id, location_json, created_at, updated_at, tracking_json, "
+                   "dispatch_json, (SELECT name FROM couriers c WHERE c.courier_id = orders.courier_id)")
 
 
 def _iso(at: datetime) -> str:
@@ -94,7 +107,9 @@ class Store(sqlite.SqliteFile):
             defaults={"purged": 0},
             if_not_exists=True,
         )
-        sqlite.add_missing_columns(db, "orders", {"state_cleared": ("INTEGER", 0)})
+        sqlite.add_missing_columns(db, "orders", {
+            "state_cleared": ("INTEGER", 0), "tracking_json": ("TEXT", None), "dispatch_json": ("TEXT", None),
+            "waiting_since": ("TEXT", None), "change_since": ("TEXT", None)})
         db["order_events"].create(
             {
                 "id": int,
@@ -140,6 +155,16 @@ class Store(sqlite.SqliteFile):
             },
             pk="courier_id",
             if_not_exists=True,
+        )
+        sqlite.add_missing_columns(db, "couriers", {
+            "registered": ("INTEGER", 0), "name": ("TEXT", None), "phone": ("TEXT", None),
+            "max_active": ("INTEGER", None), "speed_kmh": ("REAL", 0.0), "speed_samples": ("INTEGER", 0)})
+        db["courier_shops"].create({"courier_id": str, "shop_id": str}, pk=("courier_id", "shop_id"),
+                                   if_not_exists=True)
+        db["shops"].create(
+            {"shop_id": str, "name": str, "lat": float, "lon": float, "assignment": str, "default_courier": str,
+             "timezone": str, "locale": str, "arrival_radius_m": float, "created_at": str, "updated_at": str},
+            pk="shop_id", not_null={"name", "lat", "lon", "assignment", "timezone", "locale"}, if_not_exists=True,
         )
         db["devices"].create(
             {"courier_id": str, "device": str, "online": int, "how": str, "source": str, "since": str},
@@ -200,6 +225,9 @@ class Store(sqlite.SqliteFile):
             ("orders", ["shop_id", "status"], False),
             ("orders", ["courier_id", "status"], False),
             ("orders", ["status", "state_cleared", "updated_at"], False),
+            ("orders", ["waiting_since"], False),
+            ("orders", ["change_since"], False),
+            ("courier_shops", ["shop_id", "courier_id"], False),
             ("commands", ["state", "id"], False),
             ("order_events", ["order_id", "id"], False),
             ("tasks", ["received_at", "superseded", "next_retry_at"], False),
@@ -250,9 +278,16 @@ class Store(sqlite.SqliteFile):
         return [_record(row) for row in rows]
 
     def put_order(self, record: OrderRecord) -> None:
+        d = record.dispatch
         self.conn.execute(
-            "INSERT OR REPLACE INTO orders (order_id, shop_id, courier_id, status, progress, order_json, "
-            "location_json, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO orders (order_id, shop_id, courier_id, status, progress, order_json, location_json, "
+            "created_at, updated_at, tracking_json, dispatch_json, waiting_since, change_since) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(order_id) DO UPDATE SET "
+            "courier_id = excluded.courier_id, status = excluded.status, progress = excluded.progress, "
+            "order_json = excluded.order_json, location_json = excluded.location_json, "
+            "updated_at = excluded.updated_at, tracking_json = excluded.tracking_json, "
+            "dispatch_json = excluded.dispatch_json, waiting_since = excluded.waiting_since, "
+            "change_since = excluded.change_since",
             (
                 record.order_id,
                 record.order.shop_id,
@@ -263,6 +298,10 @@ class Store(sqlite.SqliteFile):
                 None if record.location is None else record.location.model_dump_json(),
                 _iso(record.created_at),
                 _iso(record.updated_at),
+                _to_json(record.tracking),
+                _to_json(d),
+                None if d.waiting_since is None or not record.active else _iso(d.waiting_since),
+                None if d.change_since is None or d.change_alerted or not record.active else _iso(d.change_since),
             ),
         )
         if record.courier_id is not None:
@@ -326,6 +365,13 @@ class Store(sqlite.SqliteFile):
                 (stamp, read, stamp, msg_id),
             )
         return changes, unknown
+
+    def order_of_task(self, courier_id: str, msg_id: str) -> OrderRecord | None:
+        """The order of one of this courier's tasks."""
+        row = self.conn.execute(
+            f"SELECT {_RECORD_COLUMNS} FROM orders WHERE order_id = "
+            "(SELECT order_id FROM tasks WHERE msg_id = ? AND courier_id = ?)", (msg_id, courier_id)).fetchone()
+        return None if row is None else _record(row)
 
     def due_tasks(self, now: float, limit: int = 500) -> list[DueTask]:
         """Unreceived, current tasks whose retry time has come, for couriers known to be online."""
@@ -414,6 +460,125 @@ class Store(sqlite.SqliteFile):
              _iso(at)),
         )
         return cur.rowcount == 1
+
+    # ------------------------------------------------------------------ the registry: shops and couriers
+
+    def put_shop(self, shop: Shop, at: datetime) -> None:
+        """Register a shop, or replace its registration."""
+        self.conn.execute(
+            "INSERT INTO shops (shop_id, name, lat, lon, assignment, default_courier, timezone, locale, "
+            "arrival_radius_m, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+            "ON CONFLICT(shop_id) DO UPDATE SET name = excluded.name, lat = excluded.lat, lon = excluded.lon, "
+            "assignment = excluded.assignment, default_courier = excluded.default_courier, "
+            "timezone = excluded.timezone, locale = excluded.locale, arrival_radius_m = excluded.arrival_radius_m, "
+            "updated_at = excluded.updated_at",
+            (shop.shop_id, shop.name, shop.lat, shop.lon, shop.assignment, shop.default_courier, shop.timezone,
+             shop.locale, shop.arrival_radius_m, _iso(at), _iso(at)),
+        )
+
+    def get_shop(self, shop_id: str) -> Shop | None:
+        row = self.conn.execute(f"SELECT {_SHOP_COLUMNS} FROM shops WHERE shop_id = ?", (shop_id,)).fetchone()
+        return None if row is None else _shop(row)
+
+    def shops(self) -> list[Shop]:
+        return [_shop(row) for row in self.conn.execute(f"SELECT {_SHOP_COLUMNS} FROM shops ORDER BY shop_id")]
+
+    def put_courier(self, courier: Courier) -> None:
+        """Register a courier (or replace its registration): its name, phone, load limit and shops."""
+        self.conn.execute(
+            "INSERT INTO couriers (courier_id, registered, name, phone, max_active) VALUES (?, 1, ?, ?, ?) "
+            "ON CONFLICT(courier_id) DO UPDATE SET registered = 1, name = excluded.name, phone = excluded.phone, "
+            "max_active = excluded.max_active",
+            (courier.courier_id, courier.name, courier.phone, courier.max_active),
+        )
+        self.conn.execute("DELETE FROM courier_shops WHERE courier_id = ?", (courier.courier_id,))
+        self.conn.executemany("INSERT INTO courier_shops (courier_id, shop_id) VALUES (?, ?)",
+                              [(courier.courier_id, shop_id) for shop_id in dict.fromkeys(courier.shops)])
+
+    def get_courier(self, courier_id: str) -> Courier | None:
+        """A registered courier's registration."""
+        row = self.conn.execute("SELECT name, phone, max_active FROM couriers WHERE courier_id = ? AND registered = 1",
+                                (courier_id,)).fetchone()
+        if row is None:
+            return None
+        shops = [r[0] for r in self.conn.execute(
+            "SELECT shop_id FROM courier_shops WHERE courier_id = ? ORDER BY shop_id", (courier_id,))]
+        return Courier(courier_id=courier_id, name=row[0], phone=row[1], max_active=row[2], shops=shops)
+
+    def unregister_courier(self, courier_id: str) -> bool:
+        """Forget a courier's registration (its history, presence and orders stay). False if it had none."""
+        done = self.conn.execute("UPDATE couriers SET registered = 0, name = NULL, phone = NULL, max_active = NULL "
+                                 "WHERE courier_id = ? AND registered = 1", (courier_id,)).rowcount
+        self.conn.execute("DELETE FROM courier_shops WHERE courier_id = ?", (courier_id,))
+        return bool(done)
+
+    def courier_ref(self, courier_id: str) -> CourierRef:
+        """A courier as an assignment names it: its registered name and phone, and whether it was ever known."""
+        row = self.conn.execute("SELECT name, phone, registered FROM couriers WHERE courier_id = ?",
+                                (courier_id,)).fetchone()
+        name, phone, registered = row if row is not None else (None, None, 0)
+        return CourierRef(courier_id, name=name, phone=phone,
+                          known=bool(registered) or self.courier_known(courier_id))
+
+    def candidates(self, shop_id: str, default_max_active: int) -> list[Candidate]:
+        """The shop's registered couriers, with what nearest-idle assignment looks at."""
+        rows = self.conn.execute(
+            "SELECT c.courier_id, COALESCE(c.online, 0), c.fix_json, COALESCE(c.max_active, ?), "
+            "(SELECT COUNT(*) FROM orders o WHERE o.courier_id = c.courier_id "
+            f" AND o.status NOT IN {_FINAL_SQL}) "
+            "FROM courier_shops s JOIN couriers c ON c.courier_id = s.courier_id AND c.registered = 1 "
+            "WHERE s.shop_id = ? ORDER BY c.courier_id",
+            (default_max_active, shop_id),
+        ).fetchall()
+        out = []
+        for courier_id, online, fix_json, max_active, active in rows:
+            fix = None if fix_json is None else Fix.model_validate_json(fix_json)
+            out.append(Candidate(courier_id, bool(online), fix and fix.lat, fix and fix.lon, fix and fix.tst, active,
+                                 max_active))
+        return out
+
+    def shops_of(self, courier_id: str) -> list[str]:
+        return [row[0] for row in self.conn.execute("SELECT shop_id FROM courier_shops WHERE courier_id = ?",
+                                                    (courier_id,))]
+
+    def speed(self, courier_id: str) -> Speed:
+        row = self.conn.execute("SELECT speed_kmh, speed_samples FROM couriers WHERE courier_id = ?",
+                                (courier_id,)).fetchone()
+        return Speed() if row is None or not row[1] else Speed(row[0], row[1])
+
+    def set_speed(self, courier_id: str, speed: Speed) -> None:
+        self.conn.execute("UPDATE couriers SET speed_kmh = ?, speed_samples = ? WHERE courier_id = ?",
+                          (speed.kmh, speed.samples, courier_id))
+
+    # ------------------------------------------------------------------ what dispatch watches
+
+    def waiting_orders(self, shop_ids: list[str] | None = None, limit: int = 500) -> list[OrderRecord]:
+        """Active orders looking for a courier (or one to take over), oldest first; only these shops' if given."""
+        where, params = "", []
+        if shop_ids is not None:
+            where = f" AND shop_id IN ({', '.join('?' * len(shop_ids))})"
+            params = list(shop_ids)
+        rows = self.conn.execute(
+            f"SELECT {_RECORD_COLUMNS} FROM orders WHERE waiting_since IS NOT NULL{where} "
+            "ORDER BY waiting_since LIMIT ?", (*params, limit)).fetchall()
+        return [_record(row) for row in rows]
+
+    def unconfirmed_changes(self, since_before: datetime, limit: int = 500) -> list[OrderRecord]:
+        """Active orders whose courier has not confirmed a change made before `since_before` (not yet alerted)."""
+        rows = self.conn.execute(
+            f"SELECT {_RECORD_COLUMNS} FROM orders WHERE change_since IS NOT NULL AND change_since < ? "
+            "ORDER BY change_since LIMIT ?", (_iso(since_before), limit)).fetchall()
+        return [_record(row) for row in rows]
+
+    def unaccepted_assignments(self, sent_before: datetime, limit: int = 500) -> list[tuple[str, str]]:
+        """(order_id, courier_id) of assign tasks the gateway chose, still the order's, with no receipt since before
+        `sent_before`."""
+        return [(row[0], row[1]) for row in self.conn.execute(
+            "SELECT t.order_id, t.courier_id FROM tasks t JOIN orders o ON o.order_id = t.order_id "
+            "AND o.courier_id = t.courier_id "
+            "WHERE t.kind = 'assign' AND t.received_at IS NULL AND t.superseded = 0 AND t.created_at < ? "
+            f"AND o.status NOT IN {_FINAL_SQL} AND json_extract(o.dispatch_json, '$.auto') "
+            "ORDER BY t.created_at LIMIT ?", (_iso(sent_before), limit))]
 
     # ------------------------------------------------------------------ shops' open orders, retained states
 
@@ -560,7 +725,9 @@ class Store(sqlite.SqliteFile):
         `heard_from` is false for couriers that have tasks but never connected."""
         return list(
             self.db.query(
-                "SELECT c.courier_id, c.online, c.last_seen_at, c.presence_at, c.fix_json, "
+                "SELECT c.courier_id, c.name, c.registered, c.max_active, c.online, c.last_seen_at, c.presence_at, "
+                "c.fix_json, (SELECT GROUP_CONCAT(s.shop_id, ' ') FROM courier_shops s "
+                " WHERE s.courier_id = c.courier_id) AS shops, "
                 "(c.last_seen_at IS NOT NULL OR EXISTS (SELECT 1 FROM devices d WHERE d.courier_id = c.courier_id)) "
                 " AS heard_from, "
                 "(SELECT GROUP_CONCAT(d.device || CASE d.online WHEN 1 THEN '' ELSE ' (off)' END, ', ') "
@@ -611,7 +778,8 @@ class Store(sqlite.SqliteFile):
 
 
 def _record(row: tuple[Any, ...]) -> OrderRecord:
-    order_json, status, progress, courier_id, location_json, created_at, updated_at = row
+    (order_json, status, progress, courier_id, location_json, created_at, updated_at, tracking_json, dispatch_json,
+     courier_name) = row
     return OrderRecord(
         order=Order.model_validate_json(order_json),
         status=Status(status),
@@ -620,4 +788,27 @@ def _record(row: tuple[Any, ...]) -> OrderRecord:
         location=None if location_json is None else Fix.model_validate(json.loads(location_json)),
         created_at=datetime.fromisoformat(created_at),
         updated_at=datetime.fromisoformat(updated_at),
+        tracking=_from_json(Tracking, tracking_json),
+        dispatch=_from_json(Dispatch, dispatch_json),
+        courier_name=courier_name,
     )
+
+
+def _to_json(value: Tracking | Dispatch) -> str:
+    return json.dumps({k: v.isoformat() if isinstance(v, datetime) else v for k, v in asdict(value).items()})
+
+
+T = TypeVar("T", Tracking, Dispatch)
+
+
+def _from_json(kind: type[T], text: str | None) -> T:
+    """A Tracking or Dispatch from its column (absent in rows written before it existed: the defaults)."""
+    if not text:
+        return kind()
+    data = json.loads(text)
+    for name, value in data.items():
+        if isinstance(value, str) and name.endswith(("_at", "_since")):
+            data[name] = datetime.fromisoformat(value)
+        elif isinstance(value, list):
+            data[name] = tuple(value)
+    return kind(**data)
