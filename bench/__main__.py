@@ -2,7 +2,7 @@
 
     python -m bench                  # every workload, full size (about 10 minutes on 2 cores)
     python -m bench --quick          # every workload, small sizes (about 2 minutes)
-    python -m bench ingest latency   # some workloads
+    python -m bench ingest latency   # some workloads (dispatch: latency with nearest-idle assignment)
     python -m bench restart          # fieldgate's restart with 100k queued + 100k retained
 
 Prints a table, writes bench/results/latest.json and bench/results/latest.png.
@@ -21,7 +21,7 @@ from pathlib import Path
 
 from bench import brokers, report, restart, workloads
 
-WORKLOADS = ("ingest", "latency", "fanout", "connections")
+WORKLOADS = ("ingest", "latency", "dispatch", "fanout", "connections")
 
 
 def main() -> int:
@@ -41,6 +41,7 @@ def main() -> int:
     sizes = {
         "ingest": {"messages": 4_000 if args.quick else 20_000, "publishers": 10},
         "latency": {"seconds": 5 if args.quick else 20},
+        "dispatch": {"seconds": 5 if args.quick else 20},
         "fanout": {"subscribers": 200, "rounds": 5 if args.quick else 20},
         "connections": {"count": 1_000 if args.quick else 10_000, "seconds": 10 if args.quick else 35,
                         "period": 5 if args.quick else 30},
@@ -52,6 +53,8 @@ def main() -> int:
     for name in [w for w in WORKLOADS if w in chosen]:
         per_broker: dict[str, object] = {}
         for broker_name in args.brokers.split(","):
+            if name == "dispatch" and broker_name != "fieldgate":
+                continue  # the bare brokers have no dispatch
             with tempfile.TemporaryDirectory() as tmp:
                 running = brokers.start(broker_name, Path(tmp))
                 if isinstance(running, str):

@@ -21,6 +21,8 @@ FIGURES: list[tuple[str, tuple[str, ...], str, bool]] = [
     ("latency", ("order_to_task", "max_ms"), "order → task max ms", False),
     ("latency", ("status_to_ack", "p50_ms"), "status → ack p50 ms", False),
     ("latency", ("status_to_ack", "p99_ms"), "status → ack p99 ms", False),
+    ("dispatch", ("order_to_task", "p50_ms"), "order → auto-assigned task p50 ms", False),
+    ("dispatch", ("order_to_task", "p99_ms"), "order → auto-assigned task p99 ms", False),
     ("fanout", ("every", "p99_ms"), "fan-out to 200: p99 ms", False),
     ("fanout", ("last_subscriber", "p99_ms"), "fan-out: last subscriber p99 ms", False),
     ("connections", ("connections",), "idle connections held", True),

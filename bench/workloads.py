@@ -16,12 +16,17 @@ import multiprocessing as mp
 import random
 import sqlite3
 import statistics
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Coroutine
 from typing import Any
 
-from bench.brokers import Running
+from bench.brokers import ROOT, Running
 from bench.client import Client, padded, sent_at, stamp
+
+#: Where the dispatch workload's shop is.
+SHOP = (31.2304, 121.4737)
 
 Result = dict[str, Any]
 #: A subscriber that has had no message for this long stops waiting for the rest (they were lost).
@@ -171,7 +176,7 @@ async def _background(port: int, rate: int, seconds: float) -> Result:
     return {"sent": seq}
 
 
-async def _courier(port: int, gateway: bool, seconds: float, ready: Any) -> Result:
+async def _courier(port: int, gateway: bool, seconds: float, ready: Any, dispatched: bool = False) -> Result:
     latencies: list[float] = []
     pending: set[asyncio.Task[None]] = set()
     client: Client
@@ -186,7 +191,8 @@ async def _courier(port: int, gateway: bool, seconds: float, ready: Any) -> Resu
         if gateway:
             task = json.loads(payload)
             receipt = json.dumps({"msg_ids": [task["msg_id"]]}).encode()
-            body = json.dumps({"order_id": task["order_id"], "status": "picked_up", "reason": stamp()}).encode()
+            status = "delivered" if dispatched else "picked_up"  # dispatched: stay idle, stay eligible
+            body = json.dumps({"order_id": task["order_id"], "status": status, "reason": stamp()}).encode()
             send("couriers/lc/receipts", receipt)
         else:
             body = padded({"reason": stamp()})
@@ -195,13 +201,18 @@ async def _courier(port: int, gateway: bool, seconds: float, ready: Any) -> Resu
     client = Client(on_message)
     await client.connect(port, "bench-courier")
     await client.subscribe("couriers/lc/tasks" if gateway else "orders/in")
+    if dispatched:  # online, with a fresh fix at the shop: the one eligible courier
+        await client.publish("couriers/lc/presence", b'{"online": true}')
+        await client.publish("couriers/lc/gps", json.dumps({"_type": "location", "lat": SHOP[0], "lon": SHOP[1],
+                                                             "tst": int(time.time())}).encode())
+        await client.drain()
     ready.set()
     await asyncio.sleep(seconds + 3)
     await client.close()
     return {"task": latencies}
 
 
-async def _ordersys(port: int, gateway: bool, seconds: float, interval: float) -> Result:
+async def _ordersys(port: int, gateway: bool, seconds: float, interval: float, dispatched: bool = False) -> Result:
     latencies: list[float] = []
 
     def on_message(topic: str, payload: bytes) -> None:
@@ -215,7 +226,8 @@ async def _ordersys(port: int, gateway: bool, seconds: float, interval: float) -
     end = time.monotonic() + seconds
     while time.monotonic() < end:
         n += 1
-        body = {"order_id": f"L{n:05d}-{random.randrange(1 << 30)}", "shop_id": "bench", "courier_id": "lc",
+        body = {"order_id": f"L{n:05d}-{random.randrange(1 << 30)}", "shop_id": "bench",
+                **({} if dispatched else {"courier_id": "lc"}),
                 "recipient": {"name": "Li Na", "phone": "+8613800000000"}, "address": {"text": "Sunshine 5-3-401"},
                 "items": [{"name": "roses", "qty": 11}], "notes": stamp()}
         await client.publish("orders/in", padded(body) if not gateway else json.dumps(body).encode())
@@ -225,21 +237,35 @@ async def _ordersys(port: int, gateway: bool, seconds: float, interval: float) -
     return {"ack": latencies, "orders": n}
 
 
-def latency(broker: Running, *, seconds: float, background_rate: int = 1000) -> Result:
+def latency(broker: Running, *, seconds: float, background_rate: int = 1000, dispatched: bool = False) -> Result:
     """1,000 msg/s of background GPS while the order system sends an order every 100 ms."""
     gateway = broker.name == "fieldgate"
     ctx = mp.get_context("fork")
     ready = ctx.Event()
     q = ctx.Queue()
-    courier = ctx.Process(target=_run_process, args=(_courier, (broker.port, gateway, seconds, ready), q), daemon=True)
+    courier = ctx.Process(target=_run_process, args=(_courier, (broker.port, gateway, seconds, ready, dispatched), q),
+                          daemon=True)
     courier.start()
     ready.wait(30)
     bg, orders = in_processes([(_background, (broker.port, background_rate, seconds)),
-                               (_ordersys, (broker.port, gateway, seconds, 0.1))], timeout=seconds + 120)
+                               (_ordersys, (broker.port, gateway, seconds, 0.1, dispatched))], timeout=seconds + 120)
     task = q.get(timeout=60)["task"]
     courier.join(10)
     return {"background_sent": bg["sent"], "orders": orders["orders"],
             "order_to_task": percentiles(task), "status_to_ack": percentiles(orders["ack"])}
+
+
+def dispatch(broker: Running, *, seconds: float, background_rate: int = 1000) -> Result:
+    """The latency workload with the shop registered nearest_idle: the gateway picks the courier of every order
+    (fieldgate only; the bare brokers have no dispatch)."""
+    if broker.name != "fieldgate" or broker.data_dir is None:
+        return {"skipped": "dispatch is the gateway's own"}
+    data = ["--data-dir", str(broker.data_dir)]
+    shop = ["shops", "add", "bench", "--name", "Bench", "--lat", str(SHOP[0]), "--lon", str(SHOP[1]),
+            "--assignment", "nearest_idle"]
+    for args in (shop, ["couriers", "add", "lc", "--name", "Bench Rider", "--shop", "bench"]):
+        subprocess.run([sys.executable, "-m", "cli.main", *args, *data], check=True, capture_output=True, cwd=ROOT)
+    return latency(broker, seconds=seconds, background_rate=background_rate, dispatched=True)
 
 
 # ---------------------------------------------------------------- 3. fan-out

@@ -382,3 +382,17 @@ def test_every_device_gets_the_task_a_receipt_counts_once_and_reads_are_synced(g
     acks(terminal, oid, "read_by_courier")
     delivered = terminal.on("ordersys/acks", lambda a: a["order_id"] == oid and a["kind"] == "delivered_to_courier")
     assert len(delivered) == 1
+
+
+def test_a_shop_may_narrow_the_arriving_geofence(gw, peers, ids):
+    shop, courier = ids("shop"), ids("c")
+    register(gw, shop, {courier: "Lu"}, arrival_radius_m=100)
+    terminal = watcher(gw, peers, shop)
+    oid = ids("A")
+    terminal.publish("orders/in", shop_order(oid, shop, courier_id=courier, window=None))
+    terminal.publish(f"couriers/{courier}/status", {"order_id": oid, "status": "en_route"})
+    terminal.publish(f"couriers/{courier}/gps", at(3000 - 300, ago=20))  # inside 500 m, outside this shop's 100 m
+    terminal.wait_for("ordersys/acks", lambda a: a["order_id"] == oid and a["status"] == "en_route")
+    terminal.publish(f"couriers/{courier}/gps", at(3000 - 80, ago=10))
+    [arriving] = terminal.wait_for("ordersys/acks", lambda a: a["order_id"] == oid and a["status"] == "arriving")
+    assert "within 100 m" in arriving["reason"]

@@ -44,6 +44,11 @@ class Dispatcher:
         self.settings = settings
         self.new_id = new_id
         self.apply = apply
+        self._speed: dict[str, eta.Speed] = {}  # write-through cache of the couriers' speeds
+
+    def forget(self) -> None:
+        """A rollback may have undone what the cache remembers."""
+        self._speed.clear()
 
     # ------------------------------------------------------------------ lookups
 
@@ -56,10 +61,14 @@ class Dispatcher:
         return EtaRules(detour_factor=e.detour_factor, delay_step=timedelta(minutes=e.delay_step_minutes),
                         arrival_radius_m=radius)
 
+    def speed(self, courier_id: str) -> eta.Speed:
+        if courier_id not in self._speed:
+            self._speed[courier_id] = self.store.speed(courier_id)
+        return self._speed[courier_id]
+
     def speed_kmh(self, courier_id: str) -> float:
         e = self.settings.eta
-        return eta.effective_kmh(self.store.speed(courier_id), default_kmh=e.default_speed_kmh,
-                                 min_kmh=e.min_speed_kmh)
+        return eta.effective_kmh(self.speed(courier_id), default_kmh=e.default_speed_kmh, min_kmh=e.min_speed_kmh)
 
     # ------------------------------------------------------------------ who delivers
 
@@ -132,12 +141,11 @@ class Dispatcher:
     # ------------------------------------------------------------------ where the courier is
 
     def fix(self, courier_id: str, fix: Fix, previous: Fix | None, now: datetime) -> list[Outgoing]:
-        """The courier's newest fix: its speed, then each active order's distance, ETA, geofence, lateness; and, if
-        it was stale or missing until now, its shops' waiting orders."""
-        speed = eta.next_speed(self.store.speed(courier_id), _point(previous), _point(fix))
-        self.store.set_speed(courier_id, speed)
-        kmh = eta.effective_kmh(speed, default_kmh=self.settings.eta.default_speed_kmh,
-                                min_kmh=self.settings.eta.min_speed_kmh)
+        """The courier's newest fix: stored with its speed, then each active order's distance, ETA, geofence,
+        lateness; and, if it was stale or missing until now, its shops' waiting orders."""
+        speed = self._speed[courier_id] = eta.next_speed(self.speed(courier_id), _point(previous), _point(fix))
+        self.store.set_fix(courier_id, fix, speed)
+        kmh = self.speed_kmh(courier_id)
         out: list[Outgoing] = []
         shops: dict[str, Shop | None] = {}
         for record in self.store.active_orders_of(courier_id):
@@ -152,7 +160,7 @@ class Dispatcher:
 
     def courier_orders(self, courier_id: str, now: datetime) -> Outgoing:
         """The retained list of a courier's active orders (couriers/{courier_id}/orders)."""
-        orders = [r.for_courier() for r in self.store.active_orders_of(courier_id)]
+        orders = self.store.courier_orders(courier_id)
         payload = CourierOrders(courier_id=courier_id, orders=orders, at=now).model_dump_json().encode()
         return Outgoing(courier_topic(courier_id, "orders"), payload, True)
 
@@ -173,14 +181,21 @@ class Dispatcher:
                                        self.new_id, actor=GATEWAY)
             out += self.apply(refused, now) + self.place(refused.record, now)
         shops: dict[str, Shop | None] = {}
+        anyone: dict[str, bool] = {}  # shop -> is any of its couriers eligible now (else its orders need not try)
         for record in self.store.waiting_orders():
             shop_id = record.order.shop_id
             if shop_id not in shops:
                 shops[shop_id] = self.store.get_shop(shop_id)
             shop = shops[shop_id]
             if shop is not None and shop.assignment == "nearest_idle":
-                out += self.place(record, now)
-                record = self.store.get_order(record.order_id) or record
+                if shop_id not in anyone:
+                    anyone[shop_id] = any(c.eligible(now.timestamp(), a.max_fix_age_seconds)
+                                          for c in self.store.candidates(shop_id, a.default_max_active))
+                if anyone[shop_id]:
+                    out += self.place(record, now)
+                    record = self.store.get_order(record.order_id) or record
+                    if record.courier_id is not None:
+                        del anyone[shop_id]  # that courier may be full now
             since = record.dispatch.waiting_since
             if (shop is not None and since is not None and not record.dispatch.alerted
                     and now - since >= timedelta(seconds=a.alert_after_seconds)):

@@ -170,6 +170,7 @@ class Gateway:
         self._newest.clear()
         self._online.clear()
         self._couriers_changed.clear()
+        self.dispatch.forget()
 
     def _handle_one(self, message: Inbound) -> tuple[list[Outgoing], Rejected | None]:
         """The messages one inbound message publishes, and the Rejected it raised (None if it was applied)."""
@@ -446,7 +447,6 @@ class Gateway:
         # A newest fix from the future (stored before the gateway refused such fixes) does not hold the courier.
         if newest is not None and newest.tst <= stamp + gps.max_future_seconds and fix.tst <= newest.tst:
             return []
-        self.store.set_fix(courier_id, fix)
         self._newest[courier_id] = fix
         located = CourierLocation(courier_id=courier_id, **fix.model_dump())
         out = [Outgoing(contract.courier_topic(courier_id, "location"), located.model_dump_json().encode(), True)]

@@ -136,6 +136,10 @@ TOPICS: tuple[Topic, ...] = (
 )
 
 _ROUTES: tuple[tuple[re.Pattern[str], Topic], ...] = tuple((t.regex(), t) for t in TOPICS if t.kind is not None)
+_ROUTES_BY_FIRST: dict[str, tuple[tuple[re.Pattern[str], Topic], ...]] = {
+    first: tuple(r for r in _ROUTES if r[1].pattern.partition("/")[0] == first)
+    for first in {t.pattern.partition("/")[0] for _, t in _ROUTES}
+}
 _ANY = tuple(re.compile(re.sub(r"\\\{([a-z_]+)\\\}", "[^/]+", re.escape(t.pattern))) for t in TOPICS)
 
 #: What the bridge subscribes to (QoS 1) on any broker. Everything it reads, nothing it writes.
@@ -158,7 +162,7 @@ class Route:
 
 def parse_inbound(topic: str) -> Route:
     """Route an inbound topic, or raise UnknownTopic naming the topics that exist."""
-    for pattern, declared in _ROUTES:
+    for pattern, declared in _ROUTES_BY_FIRST.get(topic.partition("/")[0], ()):
         match = pattern.fullmatch(topic)
         if match:
             ids = match.groupdict()

@@ -33,7 +33,6 @@ from gateway.core.geo import haversine_m
 from gateway.core.models import (
     Ack,
     Change,
-    CourierOrder,
     Fix,
     Order,
     OrderEvent,
@@ -154,11 +153,6 @@ class OrderRecord:
             unconfirmed_change=self.dispatch.change_msg_id is not None,
             updated_at=self.updated_at,
         )
-
-    def for_courier(self) -> CourierOrder:
-        return CourierOrder(order_id=self.order_id, status=self.status, address=self.order.address.text,
-                            window=self.order.window, eta_seconds=self.tracking.eta_seconds,
-                            eta_at=self.tracking.eta_at)
 
 
 @dataclass(frozen=True)

@@ -37,7 +37,7 @@ from typing import Any, TypeVar
 from gateway.core.assignment import Candidate
 from gateway.core.eta import Speed
 from gateway.core.lifecycle import FINAL, CourierRef, Dispatch, Happening, OrderRecord, Outgoing, Tracking
-from gateway.core.models import Courier, Fix, Location, Order, Shop, Status
+from gateway.core.models import Courier, CourierOrder, Fix, Location, Order, Shop, Status
 from gateway.store import sqlite
 from gateway.store.users import Users
 
@@ -277,6 +277,18 @@ class Store(sqlite.SqliteFile):
         ).fetchall()
         return [_record(row) for row in rows]
 
+    def courier_orders(self, courier_id: str) -> list[CourierOrder]:
+        """A courier's active orders as its phones list them: read straight from the columns, no order parsed
+        (this runs for every batch that touched the courier)."""
+        rows = self.conn.execute(
+            "SELECT order_id, status, json_extract(order_json, '$.address.text'), json_extract(order_json, "
+            "'$.window'), json_extract(tracking_json, '$.eta_seconds'), json_extract(tracking_json, '$.eta_at') "
+            f"FROM orders WHERE courier_id = ? AND status NOT IN {_FINAL_SQL} ORDER BY created_at, order_id",
+            (courier_id,))
+        return [CourierOrder(order_id=order_id, status=status, address=address,
+                             window=None if window is None else json.loads(window), eta_seconds=eta_seconds,
+                             eta_at=eta_at) for order_id, status, address, window, eta_seconds, eta_at in rows]
+
     def put_order(self, record: OrderRecord) -> None:
         d = record.dispatch
         self.conn.execute(
@@ -445,10 +457,11 @@ class Store(sqlite.SqliteFile):
         row = self.conn.execute("SELECT fix_json FROM couriers WHERE courier_id = ?", (courier_id,)).fetchone()
         return None if row is None or row[0] is None else Fix.model_validate_json(row[0])
 
-    def set_fix(self, courier_id: str, fix: Fix) -> None:
+    def set_fix(self, courier_id: str, fix: Fix, speed: Speed) -> None:
+        """The courier's newest fix, and its speed as of that fix."""
         self.conn.execute(
-            "UPDATE couriers SET fix_json = ?, fix_tst = ? WHERE courier_id = ?",
-            (fix.model_dump_json(), fix.tst, courier_id),
+            "UPDATE couriers SET fix_json = ?, fix_tst = ?, speed_kmh = ?, speed_samples = ? WHERE courier_id = ?",
+            (fix.model_dump_json(), fix.tst, speed.kmh, speed.samples, courier_id),
         )
 
     def add_fix(self, courier_id: str, device: str, loc: Location, at: datetime) -> bool:
@@ -545,10 +558,6 @@ class Store(sqlite.SqliteFile):
         row = self.conn.execute("SELECT speed_kmh, speed_samples FROM couriers WHERE courier_id = ?",
                                 (courier_id,)).fetchone()
         return Speed() if row is None or not row[1] else Speed(row[0], row[1])
-
-    def set_speed(self, courier_id: str, speed: Speed) -> None:
-        self.conn.execute("UPDATE couriers SET speed_kmh = ?, speed_samples = ? WHERE courier_id = ?",
-                          (speed.kmh, speed.samples, courier_id))
 
     # ------------------------------------------------------------------ what dispatch watches
 
