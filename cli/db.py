@@ -2,15 +2,30 @@
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Annotated
 
 import typer
 
-from cli.common import Column, ConfigOpt, DataDirOpt, JsonOpt, VerboseOpt, WideOpt, ago, console, settings, show_rows
+from cli.common import (
+    Column,
+    ConfigOpt,
+    DataDirOpt,
+    JsonOpt,
+    VerboseOpt,
+    WideOpt,
+    ago,
+    console,
+    read_store,
+    settings,
+    show_rows,
+)
 from gateway.broker.store import DB_NAME as BROKER_DB
 from gateway.broker.store import BrokerStore
 from gateway.store import datadir, sqlite
+from gateway.store.media import MediaFiles
 
 app = typer.Typer(help="Check and compact the SQLite files.", no_args_is_help=True)
 
@@ -20,21 +35,38 @@ def _files(data_dir: Path) -> list[Path]:
 
 
 @app.command("check")
-def check_cmd(config: ConfigOpt = None, data_dir: DataDirOpt = None, verbose: VerboseOpt = False) -> None:
-    """Check fieldgate.db and broker.db (PRAGMA quick_check, and that they are fieldgate's). Exit 1 if not.
+def check_cmd(fix: Annotated[bool, typer.Option("--fix", help="remove orphaned media files (needs the gateway "
+                                                "stopped)")] = False,
+              config: ConfigOpt = None, data_dir: DataDirOpt = None, verbose: VerboseOpt = False) -> None:
+    """Check fieldgate.db and broker.db (PRAGMA quick_check, and that they are fieldgate's) and the media files
+    (each named by a row). Exit 1 if something is wrong and not fixed.
 
-    Safe while the gateway runs. `fieldgate serve` runs the same check at start and moves a bad file aside.
+    Safe while the gateway runs (but --fix, which removes media files no row names, needs it stopped).
+    `fieldgate serve` runs the same file check at start and moves a bad file aside.
 
     Example:
 
         fieldgate db check --data-dir ./data
     """
+    s = settings(config, data_dir, verbose)
+    directory = s.data_dir
     bad = False
-    for path in _files(settings(config, data_dir, verbose).data_dir):
+    for path in _files(directory):
         result = sqlite.check(path)
         state = "missing (created at start)" if not path.exists() else "ok" if result.ok else result.problem
         console.print(f"{path}: {'[green]' if result.ok else '[red]'}{state}[/]")
         bad |= not result.ok
+    if (directory / "fieldgate.db").exists() and not bad:
+        files = MediaFiles(directory)
+        with datadir.exclusive(directory) if fix else nullcontext():
+            orphans = files.orphans(read_store(s).media_shas())
+            for orphan in orphans:
+                if fix:
+                    orphan.unlink()
+            console.print(f"{files.root}: " + ("[green]ok[/], no orphaned files" if not orphans else
+                          f"[green]removed {len(orphans)} orphaned file(s)[/]" if fix else
+                          f"[red]{len(orphans)} orphaned file(s)[/] (no row names them; --fix removes them)"))
+            bad |= bool(orphans) and not fix
     if bad:
         raise typer.Exit(1)
 

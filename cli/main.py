@@ -12,7 +12,7 @@ import traceback
 import typer
 from rich.markup import escape
 
-from cli import certs, couriers, db, orders, schemas, serve, shops, simulate, stats, users
+from cli import certs, couriers, db, media, orders, schemas, serve, shops, simulate, stats, users
 from cli.common import errors, used, where
 from gateway.errors import translate
 
@@ -33,6 +33,7 @@ app.command("stats")(stats.stats_cmd)
 app.add_typer(schemas.app, name="schemas")
 app.command("sessions")(db.sessions_cmd)
 app.add_typer(db.app, name="db")
+app.add_typer(media.app, name="media")
 app.add_typer(users.app, name="users")
 app.command("simulate")(simulate.simulate_cmd)
 app.add_typer(certs.app, name="certs")

@@ -25,9 +25,10 @@ from cli.common import (
     when,
     write_store,
 )
-from gateway.core.lifecycle import FINAL
+from gateway.core.lifecycle import FINAL, OrderRecord
 from gateway.core.models import ShopCommand, Status
 from gateway.errors import FieldgateError, StoreError
+from gateway.store.tables import Store, purge
 
 app = typer.Typer(help="Look at orders, and act on them as an operator.", no_args_is_help=True)
 
@@ -42,6 +43,13 @@ def _status_text(status: str) -> str:
 
 def _items(order: dict[str, Any]) -> str:
     return ", ".join(f"{i['qty']}x {i['name']}" for i in order["items"])
+
+
+def _order(store: Store, order_id: str) -> OrderRecord:
+    record = store.get_order(order_id)
+    if record is None:
+        raise StoreError(f"no order {order_id!r} in {store.path}", hint="List orders with `fieldgate orders list`.")
+    return record
 
 
 @app.command("list")
@@ -95,9 +103,7 @@ def show_cmd(
         fieldgate orders show A1001
     """
     store = read_store(settings(config, data_dir, verbose))
-    record = store.get_order(order_id)
-    if record is None:
-        raise StoreError(f"no order {order_id!r} in {store.path}", hint="List orders with `fieldgate orders list`.")
+    record = _order(store, order_id)
     o = record.order
     console.print(f"[bold]{o.order_id}[/]  shop {o.shop_id}  courier {record.courier_id or '-'}  "
                   f"{_status_text(record.status.value)}  priority {o.priority}")
@@ -109,14 +115,52 @@ def show_cmd(
         console.print(f"notes: {o.notes}")
     if record.location:
         console.print(f"last fix {record.location.lat:.5f},{record.location.lon:.5f} (tst {record.location.tst})")
-    show_rows(store.timeline(order_id), [
+    timeline = store.timeline(order_id)
+    for notice in store.notices_of(order_id):  # the customer's notices, in time order with the events
+        state = ("sent" if notice["sent_at"] else "dropped (obsolete)" if notice["dropped_at"]
+                 else f"waiting for {when(notice['deferred_until'])}")
+        timeline.append({"at": notice["created_at"], "kind": f"notice {notice['kind']}", "status": "",
+                         "actor": state, "courier_id": "", "reason": notice["text"], "media_id": None})
+    timeline.sort(key=lambda e: e["at"])
+    show_rows(timeline, [
         Column("at (UTC)", lambda e: when(e["at"])),
         Column("event", lambda e: e["kind"]),
         Column("status", lambda e: e["status"] or ""),
         Column("by", lambda e: e["actor"] or ""),
         Column("courier", lambda e: e["courier_id"] or ""),
-        Column("reason", lambda e: e["reason"] or ""),
+        Column("reason", lambda e: " ".join(filter(None, (e["reason"], e["media_id"] and f"media {e['media_id']}")))),
     ], title="timeline", empty="no events")
+
+
+@app.command("chat")
+def chat_cmd(
+    order_id: Annotated[str, typer.Argument(help="the order's order_id")],
+    as_json: JsonOpt = False,
+    config: ConfigOpt = None,
+    data_dir: DataDirOpt = None,
+    verbose: VerboseOpt = False,
+) -> None:
+    """Print an order's conversation (shop, couriers, customer), with who has read how far.
+
+    Example:
+
+        fieldgate orders chat A1001
+    """
+    store = read_store(settings(config, data_dir, verbose))
+    _order(store, order_id)
+    messages, _ = store.chat_page(order_id, 0, 100_000)
+    reads = store.chat_reads(order_id)
+    rows = [m.model_dump(mode="json") for m in messages]
+    for row in rows:
+        row["read_by"] = [f"{r['role']} {r['reader_id']}" for r in reads if r["read_up_to"] >= row["seq"]]
+    show_rows(rows, [
+        Column("#", lambda r: str(r["seq"]), justify="right"),
+        Column("at (UTC)", lambda r: when(r["at"])),
+        Column("from", lambda r: f"{r['from']['role']} {r['from']['name'] or r['from']['id']}"),
+        Column("message", lambda r: r["text"] or (f"media {r['media_id']}" if r["media_id"] else
+                                                  f"location {r['lat']:.5f},{r['lon']:.5f}")),
+        Column("read by", lambda r: ", ".join(r["read_by"]) or "-"),
+    ], title=f"conversation of {order_id}", empty="no messages yet", as_json=as_json)
 
 
 @app.command("purge")
@@ -128,7 +172,8 @@ def purge_cmd(
     verbose: VerboseOpt = False,
 ) -> None:
     """Remove personal data older than a date: recipient, phone, address and notes of orders that ended
-    before it (and of their tasks), raw payloads of dead letters and GPS fixes received before it.
+    before it (and of their tasks), their conversations, photos and voice notes, rating comments; raw payloads of
+    dead letters and GPS fixes received before it.
 
     Order ids, statuses and timelines stay. The gateway also does this daily (storage.retention_days).
 
@@ -136,10 +181,10 @@ def purge_cmd(
 
         fieldgate orders purge --before 2026-05-01
     """
-    store = write_store(settings(config, data_dir, verbose))
-    with store.transaction():
-        counts = store.purge_personal_data(before.replace(tzinfo=UTC))
-    console.print(f"purged {counts['orders']} orders, {counts['dead_letters']} dead-letter payloads, "
+    s = settings(config, data_dir, verbose)
+    counts = purge(write_store(s), s.data_dir, before.replace(tzinfo=UTC))
+    console.print(f"purged {counts['orders']} orders (with {counts['chat_messages']} chat messages and "
+                  f"{counts['media']} uploads), {counts['dead_letters']} dead-letter payloads, "
                   f"{counts['gps_fixes']} GPS fixes")
 
 

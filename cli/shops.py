@@ -41,6 +41,10 @@ TzOpt = Annotated[str | None, typer.Option("--timezone", help="IANA time zone, e
 LocaleOpt = Annotated[Locale | None, typer.Option(help="language of texts for this shop's customers")]
 RadiusOpt = Annotated[float | None, typer.Option("--arrival-radius-m", help="the 'arriving' geofence, metres "
                                                  "[default: arrival_radius_m in broker.yaml]")]
+QuietOpt = Annotated[str | None, typer.Option("--quiet-hours", help="HH:MM-HH:MM in the shop's time zone: non-urgent "
+                                              "customer notices wait until its end ('' clears it)")]
+ProofOpt = Annotated[bool | None, typer.Option("--require-proof/--no-require-proof",
+                                               help="delivered needs a proof-of-delivery photo")]
 
 
 def _row(shop: Shop) -> dict[str, object]:
@@ -56,6 +60,8 @@ COLUMNS = [
     Column("time zone", lambda r: str(r["timezone"]), wide_only=True),
     Column("locale", lambda r: str(r["locale"])),
     Column("radius", lambda r: f"{r['arrival_radius_m']:g} m" if r["arrival_radius_m"] else "-", wide_only=True),
+    Column("quiet", lambda r: str(r["quiet_hours"] or "-"), wide_only=True),
+    Column("proof", lambda r: "yes" if r["require_proof"] else "no", wide_only=True),
 ]
 
 
@@ -64,19 +70,21 @@ def add_cmd(shop_id: ShopArg, name: Annotated[str, typer.Option(help="the shop's
             lat: Annotated[float, typer.Option(help="latitude of the shop, degrees")],
             lon: Annotated[float, typer.Option(help="longitude of the shop, degrees")],
             assignment: AssignmentOpt = None, default_courier: DefaultOpt = None, timezone: TzOpt = None,
-            locale: LocaleOpt = None, arrival_radius_m: RadiusOpt = None, init: InitOpt = False,
-            config: ConfigOpt = None, data_dir: DataDirOpt = None, verbose: VerboseOpt = False) -> None:
+            locale: LocaleOpt = None, arrival_radius_m: RadiusOpt = None, quiet_hours: QuietOpt = None,
+            require_proof: ProofOpt = None, init: InitOpt = False, config: ConfigOpt = None,
+            data_dir: DataDirOpt = None, verbose: VerboseOpt = False) -> None:
     """Register a shop. Its orders follow its assignment rule from the next order on; no restart needed.
 
     Example:
 
-        fieldgate shops add rose --name "Rose & Lily" --lat 31.2304 --lon 121.4737 --assignment nearest_idle
+        fieldgate shops add rose --name "Rose & Lily" --lat 31.2304 --lon 121.4737 --quiet-hours 22:00-08:00
     """
     store = write_store(settings(config, data_dir, verbose), init=init)
     if store.get_shop(shop_id) is not None:
         raise StoreError(f"shop {shop_id!r} is registered already", hint="Change it with `fieldgate shops set`.")
     given = {"assignment": assignment, "default_courier": default_courier or None, "timezone": timezone,
-             "locale": locale, "arrival_radius_m": arrival_radius_m}
+             "locale": locale, "arrival_radius_m": arrival_radius_m, "quiet_hours": quiet_hours or None,
+             "require_proof": require_proof}
     shop = validated(Shop, shop_id=shop_id, name=name, lat=lat, lon=lon,
                      **{k: v for k, v in given.items() if v is not None})
     with store.transaction():
@@ -87,8 +95,9 @@ def add_cmd(shop_id: ShopArg, name: Annotated[str, typer.Option(help="the shop's
 @app.command("set")
 def set_cmd(shop_id: ShopArg, name: NameOpt = None, lat: LatOpt = None, lon: LonOpt = None,
             assignment: AssignmentOpt = None, default_courier: DefaultOpt = None, timezone: TzOpt = None,
-            locale: LocaleOpt = None, arrival_radius_m: RadiusOpt = None, config: ConfigOpt = None,
-            data_dir: DataDirOpt = None, verbose: VerboseOpt = False) -> None:
+            locale: LocaleOpt = None, arrival_radius_m: RadiusOpt = None, quiet_hours: QuietOpt = None,
+            require_proof: ProofOpt = None, config: ConfigOpt = None, data_dir: DataDirOpt = None,
+            verbose: VerboseOpt = False) -> None:
     """Change a registered shop; what is not given stays. Applies at once, without a restart.
 
     Example:
@@ -98,9 +107,11 @@ def set_cmd(shop_id: ShopArg, name: NameOpt = None, lat: LatOpt = None, lon: Lon
     store = write_store(settings(config, data_dir, verbose))
     shop = _shop(store, shop_id)
     changes = {"name": name, "lat": lat, "lon": lon, "assignment": assignment, "timezone": timezone,
-               "locale": locale, "arrival_radius_m": arrival_radius_m}
+               "locale": locale, "arrival_radius_m": arrival_radius_m, "require_proof": require_proof}
+    cleared = {key: value or None for key, value in (("default_courier", default_courier),
+                                                     ("quiet_hours", quiet_hours)) if value is not None}
     updated = validated(Shop, **{**shop.model_dump(), **{k: v for k, v in changes.items() if v is not None},
-                                 **({} if default_courier is None else {"default_courier": default_courier or None})})
+                                 **cleared})
     with store.transaction():
         store.put_shop(updated, datetime.now(UTC))
     console.print(f"updated shop {shop_id}")

@@ -23,8 +23,9 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
 
+from gateway.core import notices
 from gateway.errors import ConfigError
 
 CONFIG_ENV = "FIELDGATE_CONFIG"
@@ -118,6 +119,22 @@ class ChangesSettings(_Section):
     confirm_timeout_seconds: int = Field(default=300, ge=1)
 
 
+class NoticesSettings(_Section):
+    templates: dict[str, dict[str, str]] = Field(default={}, description="locale -> kind -> template")
+
+    @field_validator("templates")
+    @classmethod
+    def _known_placeholders(cls, value: dict[str, dict[str, str]]) -> dict[str, dict[str, str]]:
+        problems = notices.check_templates(value)
+        if problems:
+            raise ValueError("; ".join(problems))
+        return value
+
+
+class MediaSettings(_Section):
+    max_bytes: int = Field(default=2_097_152, ge=1024, le=16_777_216)
+
+
 class StorageSettings(_Section):
     data_dir: Path = Path("data")
     synchronous: Literal["full", "normal"] = "full"
@@ -139,6 +156,8 @@ class Settings(_Section):
     eta: EtaSettings = EtaSettings()
     changes: ChangesSettings = ChangesSettings()
     arrival_radius_m: float = Field(default=500.0, gt=0)
+    notices: NoticesSettings = NoticesSettings()
+    media: MediaSettings = MediaSettings()
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
     _config_path: Path | None = PrivateAttr(default=None)

@@ -13,7 +13,7 @@ from gateway.core.contract import TOPICS
 from gateway.core.models import SCHEMAS
 
 #: Payloads the gateway publishes: their schema describes what it sends (serialisation mode).
-_OUTBOUND = {t.payload for t in TOPICS if not t.inbound}
+_OUTBOUND = {stem for t in TOPICS if not t.inbound for stem in t.schemas}
 
 
 def render() -> dict[str, str]:

@@ -27,7 +27,7 @@ def keys(model: type, prefix: str = "") -> list[str]:
 def flatten(data: dict, prefix: str = "") -> list[str]:
     out = []
     for key, value in data.items():
-        out += flatten(value, f"{prefix}{key}.") if isinstance(value, dict) else [f"{prefix}{key}"]
+        out += flatten(value, f"{prefix}{key}.") if isinstance(value, dict) and value else [f"{prefix}{key}"]
     return out
 
 

@@ -97,25 +97,36 @@ PUBLISH_CANDIDATES = [
     "couriers/c8/status", "couriers/c7/tasks", "owntracks/c7/phone", "owntracks/c7/phone/event", "owntracks/c8/phone",
     "shops/rose/commands", "shops/tulip/commands", "shops/rose/open/get", "shops/tulip/open/get", "shops/rose/orders",
     "ordersys/acks", "orders/A1/state", "operator/commands", "misc/topic", "$fieldgate/devices/c7", "$SYS/x",
+    "couriers/c7/chat/in", "couriers/c8/chat/in", "couriers/c7/chat/read", "couriers/c7/media/A1/proof_of_delivery",
+    "couriers/c8/media/A1/chat", "shops/rose/chat/in", "shops/tulip/chat/in", "shops/rose/media/A1/packed",
+    "shops/rose/chat/history/get", "ordersys/chat/in", "ordersys/ratings/in", "ordersys/chat/history/get",
+    "customers/A1/chat",
 ]
 SUBSCRIBE_CANDIDATES = [
     "couriers/c7/tasks", "couriers/c7/errors", "couriers/c8/tasks", "couriers/+/tasks", "couriers/c7/#",
     "couriers/c7/status", "shops/rose/orders", "shops/rose/errors", "shops/rose/open", "shops/tulip/open",
     "shops/tulip/orders", "shops/+/orders", "orders/+/state", "orders/#", "ordersys/acks", "ordersys/#",
     "ordersys/errors", "operator/errors", "#", "$SYS/#", "owntracks/+/+", "couriers/c7/orders", "couriers/c8/orders",
-    "couriers/c7/sync",
+    "couriers/c7/sync", "couriers/c7/chat", "couriers/c7/chat/history", "couriers/c7/media/ack", "couriers/c8/chat",
+    "shops/rose/chat", "shops/tulip/chat", "shops/rose/media/ack", "ordersys/notices", "customers/+/notices",
+    "customers/A1/chat", "customers/+/chat",
 ]
 ALLOWED_PUBLISH = {
     "c7-phone": {"couriers/c7/status", "couriers/c7/receipts", "couriers/c7/gps", "couriers/c7/presence",
-                 "owntracks/c7/phone", "owntracks/c7/phone/event"},
-    "rose-terminal": {"shops/rose/commands", "shops/rose/open/get"},
-    "erp": {"orders/in"},
+                 "owntracks/c7/phone", "owntracks/c7/phone/event", "couriers/c7/chat/in", "couriers/c7/chat/read",
+                 "couriers/c7/media/A1/proof_of_delivery"},
+    "rose-terminal": {"shops/rose/commands", "shops/rose/open/get", "shops/rose/chat/in", "shops/rose/media/A1/packed",
+                      "shops/rose/chat/history/get"},
+    "erp": {"orders/in", "ordersys/chat/in", "ordersys/ratings/in", "ordersys/chat/history/get"},
     "ops": {"operator/commands"},
 }
 ALLOWED_SUBSCRIBE = {
-    "c7-phone": {"couriers/c7/tasks", "couriers/c7/errors", "couriers/c7/orders", "couriers/c7/sync"},
-    "rose-terminal": {"shops/rose/orders", "shops/rose/errors", "shops/rose/open", "orders/+/state"},
-    "erp": {"ordersys/acks", "ordersys/#", "ordersys/errors"},
+    "c7-phone": {"couriers/c7/tasks", "couriers/c7/errors", "couriers/c7/orders", "couriers/c7/sync",
+                 "couriers/c7/chat", "couriers/c7/chat/history", "couriers/c7/media/ack"},
+    "rose-terminal": {"shops/rose/orders", "shops/rose/errors", "shops/rose/open", "orders/+/state", "shops/rose/chat",
+                      "shops/rose/media/ack"},
+    "erp": {"ordersys/acks", "ordersys/#", "ordersys/errors", "ordersys/notices", "customers/+/notices",
+            "customers/A1/chat", "customers/+/chat"},
     "ops": set(SUBSCRIBE_CANDIDATES),
 }
 
@@ -258,7 +269,8 @@ def test_purge_removes_personal_data_of_ended_orders_and_old_raw_payloads(spawn,
     client.wait_for("ordersys/errors")
 
     done = fieldgate("orders", "purge", "--before", "2099-01-01", "--data-dir", str(gw.data_dir))
-    assert done.returncode == 0 and "purged 1 orders, 1 dead-letter payloads, 1 GPS fixes" in done.stdout
+    assert done.returncode == 0
+    assert "purged 1 orders (with 0 chat messages and 0 uploads), 1 dead-letter payloads, 1 GPS fixes" in done.stdout
     db = sqlite3.connect(gw.data_dir / "fieldgate.db")
     old = db.execute("SELECT order_json FROM orders WHERE order_id = 'OLD-1'").fetchone()[0]
     assert "Li Na" not in old and "8613800000000" not in old and "Sunshine" not in old and "[purged]" in old

@@ -22,10 +22,8 @@ import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import TypeVar
 
-from pydantic import BaseModel, ValidationError
-
+from gateway.bridge.customers import Customers
 from gateway.bridge.dispatch import Dispatcher
 from gateway.config import Settings
 from gateway.core import contract, lifecycle
@@ -49,12 +47,11 @@ from gateway.core.models import (
     StatusUpdate,
     Sync,
 )
+from gateway.core.payloads import parse
 from gateway.errors import PayloadError, Rejected, UnknownOrder
 from gateway.store.tables import Store
 
 log = logging.getLogger("fieldgate.gateway")
-
-M = TypeVar("M", bound=BaseModel)
 
 #: OwnTracks message types that are valid but carry nothing fieldgate uses.
 OWNTRACKS_IGNORED = frozenset(
@@ -72,35 +69,6 @@ class Inbound:
     topic: str
     payload: bytes
     origin: tuple[str, Identity] | None = None
-
-
-def _problems(exc: ValidationError) -> list[dict[str, str]]:
-    return [{"loc": ".".join(str(p) for p in e["loc"]), "msg": e["msg"]} for e in exc.errors()]
-
-
-def parse(model: type[M], payload: bytes, *, max_bytes: int) -> M:
-    """Validate a payload against its model, or raise PayloadError saying exactly what is wrong."""
-    if len(payload) > max_bytes:
-        raise PayloadError(
-            f"payload is {len(payload)} bytes, more than the {max_bytes} allowed",
-            hint="Send smaller messages; the limit is bridge.max_payload_bytes in broker.yaml.",
-        )
-    try:
-        return model.model_validate_json(payload)
-    except ValidationError as exc:
-        errors = exc.errors()
-        if any(e["type"] == "json_invalid" for e in errors):
-            raise PayloadError(
-                f"payload is not valid JSON ({errors[0]['msg'].removeprefix('Invalid JSON: ')})",
-                hint="Send one UTF-8 JSON object per message.",
-                errors=_problems(exc),
-            ) from None
-        fields = "; ".join(f"{p['loc'] or '(payload)'}: {p['msg']}" for p in _problems(exc))
-        raise PayloadError(
-            f"payload is not a valid {model.__name__}: {fields}",
-            hint=f"See schemas/ for the {model.__name__} JSON Schema.",
-            errors=_problems(exc),
-        ) from None
 
 
 def _guess(payload: bytes, key: str) -> str | None:
@@ -135,6 +103,7 @@ class Gateway:
         self._newest: dict[str, Fix | None] = {}  # courier -> its newest fix
         self._couriers_changed: set[str] = set()  # couriers whose active orders changed in this transaction
         self.dispatch = Dispatcher(store, settings, new_id, self._apply)
+        self.customers = Customers(store, settings, new_id, self._apply, self._order)
 
     def now(self) -> datetime:
         """The clock as a UTC datetime, to the millisecond (what the store keeps)."""
@@ -253,10 +222,14 @@ class Gateway:
                 update = parse(StatusUpdate, payload, max_bytes=limit)
                 announced = self._heard_from(route, message, now)
                 record = self._order(update.order_id, update.msg_id)
-                outcome = lifecycle.on_status(record, route.courier_id, update, now, self.new_id)
+                outcome = lifecycle.on_status(record, route.courier_id, update, now, self.new_id,
+                                              proof=self.customers.proof(record, update))
                 if outcome is None:
                     return announced
-                return announced + self._apply(outcome, now) + self.dispatch.after_status(outcome, now)
+                out = announced + self._apply(outcome, now, notify=False) + self.dispatch.after_status(outcome, now)
+                # the notice of a pickup says when it will arrive: made after dispatch worked out the ETA
+                current = self.store.get_order(record.order_id) or outcome.record
+                return out + self.customers.notify(current, outcome.happenings, now)
             case Kind.receipt:
                 return self._receipt(route, message, now)
             case Kind.presence:
@@ -273,6 +246,8 @@ class Gateway:
                 assert route.courier_id is not None
                 event = parse(DeviceEvent, payload, max_bytes=limit)
                 return self._device(route.courier_id, event.client_id, event.online, event.how, "connection", now)
+            case Kind.chat | Kind.chat_read | Kind.chat_history | Kind.media | Kind.rating:
+                return self.customers.handle(route, payload, now)
             case Kind.broker:
                 out: list[Outgoing] = []
                 for courier_id in self.store.reset_connection_devices(now):
@@ -292,8 +267,10 @@ class Gateway:
             )
         return record
 
-    def _apply(self, outcome: Outcome | None, now: datetime) -> list[Outgoing]:
-        """Write an outcome (order row, timeline, tasks) and return the messages it publishes."""
+    def _apply(self, outcome: Outcome | None, now: datetime, *, notify: bool = True) -> list[Outgoing]:
+        """Write an outcome (order row, timeline, tasks) and return the messages it publishes: its own, the
+        customer's notices it makes (unless `notify` is off), and the conversation so far for a newly assigned
+        courier."""
         if outcome is None:
             return []
         record = outcome.record
@@ -313,7 +290,11 @@ class Gateway:
                 extra={"ctx": {"order_id": record.order_id, "status": h.status.value, "actor": h.actor,
                                "courier_id": h.courier_id}},
             )
-        return lifecycle.messages_for(outcome)
+        out = lifecycle.messages_for(outcome)
+        for courier_id, task in outcome.tasks:
+            if task.kind == "assign":
+                out += self.customers.history_for(courier_id, record, now)
+        return out + self.customers.notify(record, outcome.happenings, now) if notify else out
 
     def _open_orders(self, shop_id: str, request: OpenOrdersRequest, now: datetime) -> list[Outgoing]:
         records, more = self.store.open_orders(shop_id, request.after, request.limit)
@@ -486,9 +467,10 @@ class Gateway:
 
         return self._in_transaction(work)
 
-    def run_dispatch(self) -> list[tuple[int, Outgoing]]:
-        """Dispatch's timers (accept timeouts, waiting orders, unconfirmed changes), in one transaction."""
-        return self._in_transaction(lambda: self.dispatch.tick(self.now()))
+    def run_timers(self) -> list[tuple[int, Outgoing]]:
+        """Dispatch's timers (accept timeouts, waiting orders, unconfirmed changes) and the notices whose quiet hours
+        have ended, in one transaction."""
+        return self._in_transaction(lambda: self.dispatch.tick(self.now()) + self.customers.due(self.now()))
 
     def clear_final_states(self) -> list[tuple[int, Outgoing]]:
         """Clear the retained state (an empty retained payload) of orders final for longer than

@@ -29,7 +29,7 @@ from gateway.bridge.transport import BrokerUrl, Received, Transport, TransportFa
 from gateway.config import Settings
 from gateway.core.contract import EMBEDDED_FILTERS, INBOUND_FILTERS
 from gateway.core.lifecycle import Outgoing
-from gateway.store.tables import Store, db_path
+from gateway.store.tables import Store, db_path, purge
 
 log = logging.getLogger("fieldgate.bridge")
 
@@ -40,8 +40,8 @@ BATCH_MAX = 500
 MAX_IN_FLIGHT = 100
 #: How often the worker looks for tasks to re-send and for operators' commands, in seconds.
 RESEND_CHECK_SECONDS = 0.2
-#: How often dispatch's timers run (accept timeouts, waiting orders, unconfirmed changes), in seconds.
-DISPATCH_TICK_SECONDS = 1.0
+#: How often the timers run (accept timeouts, waiting orders, unconfirmed changes, notices after quiet hours), s.
+TIMERS_EVERY_SECONDS = 1.0
 #: How often the worker looks for finished orders whose retained state to clear, in seconds.
 CLEAR_CHECK_SECONDS = 1.0
 #: How often personal data past storage.retention_days is purged, in seconds.
@@ -100,7 +100,7 @@ class Bridge:
     # ------------------------------------------------------------------ worker thread
 
     def _run(self) -> None:
-        next_resend = next_clear = next_dispatch = 0.0
+        next_resend = next_clear = next_timers = 0.0
         next_purge = time.monotonic() + 60  # not during the start-up rush
         batch: list[Received] = []
         while not self._stop.is_set():
@@ -114,9 +114,9 @@ class Bridge:
                     next_resend = time.monotonic() + RESEND_CHECK_SECONDS
                     self._to_send.extend((None, message) for message in self.gateway.due_resends())
                     self._queue_for_sending(self.gateway.run_operator_commands())
-                if time.monotonic() >= next_dispatch:
-                    next_dispatch = time.monotonic() + DISPATCH_TICK_SECONDS
-                    self._queue_for_sending(self.gateway.run_dispatch())
+                if time.monotonic() >= next_timers:
+                    next_timers = time.monotonic() + TIMERS_EVERY_SECONDS
+                    self._queue_for_sending(self.gateway.run_timers())
                 if time.monotonic() >= next_clear:
                     next_clear = time.monotonic() + CLEAR_CHECK_SECONDS
                     self._queue_for_sending(self.gateway.clear_final_states())
@@ -152,8 +152,7 @@ class Bridge:
         days = self.settings.storage.retention_days
         if not days:
             return
-        with self.store.transaction():
-            counts = self.store.purge_personal_data(self.gateway.now() - timedelta(days=days))
+        counts = purge(self.store, self.settings.data_dir, self.gateway.now() - timedelta(days=days))
         log.info("purged personal data past retention", extra={"ctx": {"days": days, **counts}})
 
     def _queue_for_sending(self, rows: list[tuple[int, Outgoing]]) -> None:

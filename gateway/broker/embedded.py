@@ -334,13 +334,20 @@ class FieldgateBroker(Broker):
     async def _packets(self, link: Connection, s: Session) -> bool:
         """Serve packets until the client disconnects; True if it sent DISCONNECT."""
         engine, max_bytes, identity = self.engine, self.fg.broker.max_packet_bytes, s.identity
+        # Uploads (photos, voice notes) may be larger than any other packet, on media topics: up to media.max_bytes,
+        # and up to twice that still read whole, so that a file a little too large is answered (a Rejection) rather
+        # than cut off.
+        hard_limit = max(max_bytes, 2 * self.fg.media.max_bytes + 1024)
         limited = self.fg.broker.max_publish_rate > 0 and identity.role not in (Role.gateway, Role.local)
         bucket = RateLimit(self.fg.broker.max_publish_rate, self.fg.broker.publish_burst) if limited else None
         watch_contract = identity.role not in (Role.gateway, Role.operator)
         while True:
-            kind, flags, body = await link.read_packet(max_bytes)
+            kind, flags, body = await link.read_packet(hard_limit)
             if kind == codec.PUBLISH:
                 p = codec.decode_publish(flags, body)
+                if len(body) > max_bytes and not contract.is_media_upload(p.topic):
+                    raise ProtocolViolation(f"packet of {len(body)} bytes exceeds broker.max_packet_bytes "
+                                            f"({max_bytes}); only media uploads may be larger")
                 if bucket is not None and (wait := bucket.delay()) > 0:
                     engine.note_throttled(s, wait)
                     await asyncio.sleep(wait)  # throttle this client only: its socket is simply read later
@@ -356,6 +363,8 @@ class FieldgateBroker(Broker):
                     self._off_contract(s, p.topic, f"topic {p.topic!r} is not part of the fieldgate topic contract; "
                                        "nobody in the gateway reads it")
                 engine.inbound_publish(s, p.topic, p.payload, p.qos, p.retain, p.packet_id)
+            elif len(body) > max_bytes:
+                raise ProtocolViolation(f"packet of {len(body)} bytes exceeds broker.max_packet_bytes ({max_bytes})")
             elif kind in (codec.PUBACK, codec.PUBREC, codec.PUBCOMP):
                 engine.acknowledged(s, kind, codec.decode_packet_id(flags, 0, body, "acknowledgement"))
             elif kind == codec.PUBREL:

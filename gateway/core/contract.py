@@ -47,6 +47,11 @@ class Kind(StrEnum):
     owntracks = "owntracks"
     device = "device"
     broker = "broker"
+    chat = "chat"
+    chat_read = "chat_read"
+    chat_history = "chat_history"
+    media = "media"
+    rating = "rating"
 
 
 @dataclass(frozen=True)
@@ -55,7 +60,7 @@ class Topic:
 
     pattern: str
     inbound: bool  # True: clients publish it and the gateway reads it; False: the gateway publishes it
-    payload: str  # the model's schema stem in schemas/ (e.g. "order" → order.json), or "" for internal ones
+    payload: str  # its models' schema stems in schemas/ ("order" → order.json; "a, b" for two), "" for none
     summary: str
     publish: tuple[Role, ...] = ()  # roles that may publish it (beyond local and gateway, which may do anything)
     read: tuple[Role, ...] = ()  # roles that may subscribe to it (operator may read everything anyway)
@@ -63,6 +68,11 @@ class Topic:
     errors: str = ""  # the errors topic of an inbound topic's sender
     retained: bool = False
     internal: bool = False  # published by the embedded broker itself; no client may publish a `$` topic
+
+    @property
+    def schemas(self) -> tuple[str, ...]:
+        """The schema stems of what this topic carries."""
+        return tuple(s for s in self.payload.split(", ") if s)
 
     @property
     def filter(self) -> str:
@@ -107,6 +117,30 @@ TOPICS: tuple[Topic, ...] = (
           publish=(_C,), kind=Kind.owntracks, errors=_COURIER_ERRORS),
     Topic("owntracks/{courier_id}/{device}/{leaf}", True, "", "OwnTracks' other messages (events, cards, "
           "waypoints): allowed, not used", publish=(_C,)),
+    Topic("shops/{shop_id}/chat/in", True, "chat-in", "a message in one of the shop's orders' conversations",
+          publish=(_S,), kind=Kind.chat, errors=_SHOP_ERRORS),
+    Topic("couriers/{courier_id}/chat/in", True, "chat-in", "a message in the conversation of one of its orders",
+          publish=(_C,), kind=Kind.chat, errors=_COURIER_ERRORS),
+    Topic("ordersys/chat/in", True, "chat-in", "a customer's message, relayed by the order system",
+          publish=(_O,), kind=Kind.chat, errors=ORDERSYS_ERRORS),
+    Topic("shops/{shop_id}/chat/read", True, "chat-read-in", "the shop read a conversation up to a seq",
+          publish=(_S,), kind=Kind.chat_read, errors=_SHOP_ERRORS),
+    Topic("couriers/{courier_id}/chat/read", True, "chat-read-in", "the courier read a conversation up to a seq",
+          publish=(_C,), kind=Kind.chat_read, errors=_COURIER_ERRORS),
+    Topic("ordersys/chat/read", True, "chat-read-in", "the customer read a conversation up to a seq",
+          publish=(_O,), kind=Kind.chat_read, errors=ORDERSYS_ERRORS),
+    Topic("shops/{shop_id}/chat/history/get", True, "chat-history-request", "ask for a conversation so far",
+          publish=(_S,), kind=Kind.chat_history, errors=_SHOP_ERRORS),
+    Topic("couriers/{courier_id}/chat/history/get", True, "chat-history-request", "ask for a conversation so far",
+          publish=(_C,), kind=Kind.chat_history, errors=_COURIER_ERRORS),
+    Topic("ordersys/chat/history/get", True, "chat-history-request", "ask for a conversation so far",
+          publish=(_O,), kind=Kind.chat_history, errors=ORDERSYS_ERRORS),
+    Topic("couriers/{courier_id}/media/{order_id}/{media_kind}", True, "", "a photo or voice note: the file's raw "
+          "bytes (JPEG, PNG, WebP, OGG/Opus, M4A)", publish=(_C,), kind=Kind.media, errors=_COURIER_ERRORS),
+    Topic("shops/{shop_id}/media/{order_id}/{media_kind}", True, "", "a photo or voice note: the file's raw bytes",
+          publish=(_S,), kind=Kind.media, errors=_SHOP_ERRORS),
+    Topic("ordersys/ratings/in", True, "rating", "a customer's rating of a delivered order",
+          publish=(_O,), kind=Kind.rating, errors=ORDERSYS_ERRORS),
     Topic("$fieldgate/devices/{courier_id}", True, "", "a courier's connection came or went (embedded broker)",
           kind=Kind.device, internal=True),
     Topic(BROKER_EVENTS, True, "", "the embedded broker started (every connection of before is gone)",
@@ -131,6 +165,22 @@ TOPICS: tuple[Topic, ...] = (
     Topic("orders/{order_id}/state", False, "order-state", "where an order is (a shop reads only its own)",
           read=(_S,), retained=True),
     Topic(OPERATOR_ERRORS, False, "rejection", "why an operator's command was refused", read=(_P,)),
+    Topic("ordersys/notices", False, "notice", "a message for a customer, to send by SMS or app push", read=(_O,)),
+    Topic("customers/{order_id}/notices", False, "notice", "the same, per order, for a customer app", read=(_O,)),
+    Topic("shops/{shop_id}/chat", False, "chat-message, chat-read",
+          "its orders' conversations (and read receipts)", read=(_S,)),
+    Topic("couriers/{courier_id}/chat", False, "chat-message, chat-read",
+          "its orders' conversations (and read receipts)", read=(_C,)),
+    Topic("ordersys/chat", False, "chat-message, chat-read",
+          "every conversation, for the customers (and read receipts)", read=(_O,)),
+    Topic("customers/{order_id}/chat", False, "chat-message, chat-read",
+          "one order's conversation, for a customer app", read=(_O,)),
+    Topic("shops/{shop_id}/chat/history", False, "chat-history", "a conversation so far, as asked", read=(_S,)),
+    Topic("couriers/{courier_id}/chat/history", False, "chat-history", "a conversation so far: as asked, and when "
+          "the courier is assigned to an order with one", read=(_C,)),
+    Topic("ordersys/chat/history", False, "chat-history", "a conversation so far, as asked", read=(_O,)),
+    Topic("couriers/{courier_id}/media/ack", False, "media-ack", "its upload is stored", read=(_C,)),
+    Topic("shops/{shop_id}/media/ack", False, "media-ack", "its upload is stored", read=(_S,)),
     Topic("clients/{client_id}/errors", False, "rejection", "why an anonymous client's publish went nowhere "
           "(a topic outside the contract)"),
 )
@@ -157,6 +207,8 @@ class Route:
     shop_id: str | None = None
     courier_id: str | None = None
     device: str | None = None
+    order_id: str | None = None
+    media_kind: str | None = None
     errors_topic: str = ORDERSYS_ERRORS
 
 
@@ -194,6 +246,11 @@ def order_state_topic(order_id: str) -> str:
     return f"orders/{order_id}/state"
 
 
+def customer_topic(order_id: str, leaf: str) -> str:
+    """customers/{order_id}/{leaf}: notices, chat."""
+    return f"customers/{order_id}/{leaf}"
+
+
 def device_topic(courier_id: str) -> str:
     """$fieldgate/devices/{courier_id}: the embedded broker's word that a courier's connection came or went."""
     return f"$fieldgate/devices/{courier_id}"
@@ -217,6 +274,14 @@ def errors_topic_named_by(topic: str) -> str | None:
     if first in ("orders", "ordersys"):
         return ORDERSYS_ERRORS
     return None
+
+
+_MEDIA_UPLOAD = re.compile(rf"(couriers|shops)/{_ID}/media/{_ID}/{_ID}")
+
+
+def is_media_upload(topic: str) -> bool:
+    """Is this a media upload topic (the only ones whose packets may exceed broker.max_packet_bytes)?"""
+    return _MEDIA_UPLOAD.fullmatch(topic) is not None
 
 
 def client_errors_topic(client_id: str) -> str:

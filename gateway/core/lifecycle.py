@@ -170,6 +170,8 @@ class Happening:
     auto: bool = False  # assigned: the gateway chose
     reason_code: ReasonCode | None = None
     eta_at: datetime | None = None
+    media_id: str | None = None  # media: the upload; delivered: its proof
+    stars: int | None = None  # rated
 
 
 @dataclass
@@ -380,14 +382,18 @@ def _only_its_courier(record: OrderRecord, courier_id: str, msg_id: str | None) 
         )
 
 
-def on_status(record: OrderRecord, courier_id: str, update: StatusUpdate, now: datetime,
-              new_id: NewId) -> Outcome | None:
-    """A courier's StatusUpdate; only the assigned courier may move the order. `rejected` refuses it."""
+def on_status(record: OrderRecord, courier_id: str, update: StatusUpdate, now: datetime, new_id: NewId, *,
+              proof: str | None = None) -> Outcome | None:
+    """A courier's StatusUpdate; only the assigned courier may move the order. `rejected` refuses it. `proof` is
+    the proof-of-delivery photo of a `delivered` (named by the update, or the latest uploaded)."""
     _only_its_courier(record, courier_id, update.msg_id)
     if update.status == "rejected":
         return refuse(record, courier_id, update.reason or "refused by the courier", now, new_id)
     code = (update.reason_code or "other") if update.status == "exception" else None
     outcome = _status_change(record, Status(update.status), f"courier:{courier_id}", now, update.reason, code)
+    if outcome is not None and proof is not None:
+        outcome.happenings = [replace(h, media_id=proof) for h in outcome.happenings]
+        outcome.acks = [a.model_copy(update={"media_id": proof}) for a in outcome.acks]
     if outcome is not None and update.lat is not None and update.lon is not None:
         tst = int((update.at or now).timestamp())
         if record.location is None or tst >= record.location.tst:
@@ -578,6 +584,8 @@ def messages_for(outcome: Outcome) -> list[Outgoing]:
             courier_known=h.courier_known,
             auto=h.auto,
             eta_at=h.eta_at,
+            media_id=h.media_id,
+            stars=h.stars,
             order=view,
             at=record.updated_at,
         )

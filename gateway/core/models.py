@@ -128,7 +128,7 @@ class Ack(_Out):
 
     kind: Literal[
         "accepted", "rejected", "assigned", "unassigned", "delivered_to_courier", "read_by_courier", "status_changed",
-        "delayed", "change_confirmed",
+        "delayed", "change_confirmed", "rated",
     ]
     order_id: str | None
     status: Status | None = None
@@ -142,6 +142,7 @@ class Ack(_Out):
     auto: bool = Field(default=False, description="assigned: the gateway chose the courier (nearest_idle)")
     reason_code: ReasonCode | None = Field(default=None, description="status_changed to exception: what went wrong")
     eta_at: AwareDatetime | None = Field(default=None, description="delayed: the new estimated arrival")
+    media_id: str | None = Field(default=None, description="status_changed to delivered: the proof-of-delivery photo")
     at: AwareDatetime = Field(default_factory=utcnow)
 
 
@@ -171,7 +172,7 @@ class OrderEvent(_Out):
     kind: Literal[
         "created", "updated", "assigned", "unassigned", "status", "exception", "delivered_to_courier",
         "read_by_courier", "courier_offline", "courier_online", "waiting_for_courier", "alert", "rejected_by_courier",
-        "late_risk", "change_pending", "change_confirmed",
+        "late_risk", "change_pending", "change_confirmed", "media", "rated",
     ]
     order_id: str
     status: Status
@@ -184,6 +185,8 @@ class OrderEvent(_Out):
     courier_known: bool | None = Field(default=None, description="assigned: false if the courier is unknown so far")
     auto: bool = Field(default=False, description="assigned: the gateway chose the courier (nearest_idle)")
     eta_at: AwareDatetime | None = Field(default=None, description="late_risk: the estimated arrival")
+    media_id: str | None = Field(default=None, description="media: the uploaded file; delivered: its proof")
+    stars: int | None = Field(default=None, description="rated: the customer's 1-5 stars")
     order: OrderView
     at: AwareDatetime = Field(default_factory=utcnow)
 
@@ -253,6 +256,8 @@ class StatusUpdate(_Strict):
     lon: Longitude | None = None
     reason: Text | None = None
     reason_code: ReasonCode | None = Field(default=None, description="exception: what went wrong (default other)")
+    media_id: Annotated[str, StringConstraints(max_length=64)] | None = Field(
+        default=None, description="delivered: the proof-of-delivery photo uploaded for this order")
 
     @model_validator(mode="after")
     def _code_for_exceptions(self) -> StatusUpdate:
@@ -375,6 +380,10 @@ class Shop(_Strict):
     locale: Locale = "zh-CN"
     arrival_radius_m: float | None = Field(default=None, gt=0, le=10_000,
                                            description="the arriving geofence; None: arrival_radius_m")
+    quiet_hours: Annotated[str, StringConstraints(pattern=r"^([01]\d|2[0-3]):[0-5]\d-([01]\d|2[0-3]):[0-5]\d$")] \
+        | None = Field(default=None, description="HH:MM-HH:MM in the shop's time zone: non-urgent customer notices "
+                       "wait until its end")
+    require_proof: bool = Field(default=False, description="delivered needs a proof-of-delivery photo")
 
 
 class Courier(_Strict):
@@ -385,6 +394,134 @@ class Courier(_Strict):
     shops: list[Id] = Field(min_length=1)
     max_active: int | None = Field(default=None, ge=1, le=100, description="None: assignment.default_max_active")
     phone: Annotated[str, StringConstraints(pattern=r"^\+?[0-9][0-9 ()-]{2,31}$")] | None = None
+
+
+# ---------------------------------------------------------------- customers: notices, conversations, media, ratings
+
+NoticeKind = Literal["confirmed", "picked_up", "arriving", "delayed", "changed", "exception", "delivered", "failed"]
+
+
+class Notice(_Out):
+    """On `ordersys/notices` and `customers/{order_id}/notices`: a message for the customer, ready to send by SMS or
+    app push (fieldgate sends none itself)."""
+
+    notice_id: str
+    order_id: str
+    kind: NoticeKind
+    text: str
+    locale: Locale
+    urgent: bool = Field(description="sent even in the shop's quiet hours")
+    deferred: bool = Field(description="held back by the shop's quiet hours and sent at their end")
+    at: AwareDatetime
+
+
+ChatKind = Literal["text", "location", "media"]
+ChatRole = Literal["shop", "courier", "customer"]
+
+
+class ChatIn(_Strict):
+    """On `shops/{shop_id}/chat/in`, `couriers/{courier_id}/chat/in`, `ordersys/chat/in`: one message of an order's
+    conversation. The sender is who the topic (and credentials) say, never the payload."""
+
+    order_id: Id
+    msg_id: Annotated[str, StringConstraints(min_length=1, max_length=64)] = Field(
+        description="the sender's own id of the message: a repeat is stored once")
+    kind: ChatKind = "text"
+    text: Annotated[str, StringConstraints(min_length=1, max_length=2000)] | None = None
+    lat: Latitude | None = None
+    lon: Longitude | None = None
+    media_id: Annotated[str, StringConstraints(max_length=64)] | None = None
+    sender: Literal["customer"] | None = Field(default=None, alias="from",
+                                               description="ordersys/chat/in: \"customer\" (the only sender there)")
+
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True, populate_by_name=True)
+
+    @model_validator(mode="after")
+    def _content(self) -> ChatIn:
+        needed = {"text": self.text is not None, "location": self.lat is not None and self.lon is not None,
+                  "media": self.media_id is not None}
+        if not needed[self.kind]:
+            raise ValueError({"text": "a text message needs text", "location": "a location needs lat and lon",
+                              "media": "a media message needs media_id"}[self.kind])
+        return self
+
+
+class Participant(_Out):
+    role: ChatRole
+    id: str
+    name: str | None = None
+
+
+class ChatMessage(_Out):
+    """On `shops/{shop_id}/chat`, `couriers/{courier_id}/chat`, `ordersys/chat`, `customers/{order_id}/chat`."""
+
+    model_config = ConfigDict(extra="forbid", serialize_by_alias=True)
+
+    seq: int = Field(description="the message's place in its order's conversation, from 1")
+    msg_id: str
+    order_id: str
+    sender: Participant = Field(serialization_alias="from")
+    kind: ChatKind
+    text: str | None = None
+    lat: float | None = None
+    lon: float | None = None
+    media_id: str | None = None
+    at: AwareDatetime
+
+
+class ChatRead(_Out):
+    """On the same chat topics: a participant has read an order's conversation up to `read_up_to`."""
+
+    order_id: str
+    by: Participant
+    read_up_to: int
+    at: AwareDatetime
+
+
+class ChatReadIn(_Strict):
+    """On `…/chat/read`: I have read this order's conversation up to seq."""
+
+    order_id: Id
+    read_up_to: int = Field(ge=1)
+
+
+class ChatHistoryRequest(_Strict):
+    """On `…/chat/history/get`: the conversation of an order, after a seq."""
+
+    order_id: Id
+    after_seq: int = Field(default=0, ge=0)
+    limit: int = Field(default=100, ge=1, le=500)
+
+
+class ChatHistory(_Out):
+    """On `…/chat/history`: a page of an order's conversation."""
+
+    order_id: str
+    messages: list[ChatMessage]
+    more: bool
+    at: AwareDatetime
+
+
+MediaKind = Literal["proof_of_delivery", "packed", "chat"]
+
+
+class MediaAck(_Out):
+    """On `couriers/{courier_id}/media/ack` or `shops/{shop_id}/media/ack`: an upload is stored."""
+
+    media_id: str
+    order_id: str
+    kind: MediaKind
+    content_type: str
+    size: int
+    at: AwareDatetime
+
+
+class Rating(_Strict):
+    """On `ordersys/ratings/in`: the customer's rating of a delivered order, once."""
+
+    order_id: Id
+    stars: int = Field(ge=1, le=5)
+    comment: Text | None = None
 
 
 # ---------------------------------------------------------------- shops' open orders
@@ -446,4 +583,13 @@ SCHEMAS: dict[str, type[BaseModel]] = {
     "open-orders": OpenOrders,
     "courier-orders": CourierOrders,
     "sync": Sync,
+    "notice": Notice,
+    "chat-in": ChatIn,
+    "chat-message": ChatMessage,
+    "chat-read": ChatRead,
+    "chat-read-in": ChatReadIn,
+    "chat-history-request": ChatHistoryRequest,
+    "chat-history": ChatHistory,
+    "media-ack": MediaAck,
+    "rating": Rating,
 }

@@ -15,6 +15,13 @@ One file, `<data_dir>/fieldgate.db`, in WAL mode so the CLI reads while the gate
     dead_letters   inbound message refused              add_dead_letter
     outbox         outbound message not yet PUBACKed    enqueue, delete_outbox
     commands       operator command from the CLI        submit_command, finish_command
+    notices        notice for a customer (sent, waiting add_notice, drop_waiting_notices, mark_notice_sent
+                   for quiet hours' end, or dropped)
+    chat_messages  message of an order's conversation   add_chat
+    chat_reads     how far a participant has read       set_read
+    media          uploaded file (the bytes are in      add_media
+                   gateway/store/media.py's files)
+    ratings        a customer's rating of an order      add_rating
     meta           schema version                       _migrate
     users          broker user (hashed password)        gateway/store/users.py (Users), on this connection
 
@@ -37,20 +44,43 @@ from typing import Any, TypeVar
 from gateway.core.assignment import Candidate
 from gateway.core.eta import Speed
 from gateway.core.lifecycle import FINAL, CourierRef, Dispatch, Happening, OrderRecord, Outgoing, Tracking
-from gateway.core.models import Courier, CourierOrder, Fix, Location, Order, Shop, Status
+from gateway.core.models import (
+    ChatMessage,
+    Courier,
+    CourierOrder,
+    Fix,
+    Location,
+    Notice,
+    Order,
+    Participant,
+    Shop,
+    Status,
+)
 from gateway.store import sqlite
+from gateway.store.media import MediaFiles
 from gateway.store.users import Users
 
 DB_NAME = "fieldgate.db"
 PURGED = "[purged]"
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 
 def db_path(data_dir: Path) -> Path:
     return data_dir / DB_NAME
 
 
-_SHOP_COLUMNS = "shop_id, name, lat, lon, assignment, default_courier, timezone, locale, arrival_radius_m"
+_CHAT_COLUMNS = "order_id, seq, msg_id, role, sender_id, sender_name, kind, text, lat, lon, media_id, at"
+
+
+def _chat(row: tuple[Any, ...]) -> ChatMessage:
+    order_id, seq, msg_id, role, sender_id, sender_name, kind, text, lat, lon, media_id, at = row
+    return ChatMessage(seq=seq, msg_id=msg_id, order_id=order_id,
+                       sender=Participant(role=role, id=sender_id, name=sender_name), kind=kind, text=text, lat=lat,
+                       lon=lon, media_id=media_id, at=datetime.fromisoformat(at))
+
+
+_SHOP_COLUMNS = ("shop_id, name, lat, lon, assignment, default_courier, timezone, locale, arrival_radius_m, "
+                 "quiet_hours, require_proof")
 
 
 def _shop(row: tuple[Any, ...]) -> Shop:
@@ -166,6 +196,33 @@ class Store(sqlite.SqliteFile):
              "timezone": str, "locale": str, "arrival_radius_m": float, "created_at": str, "updated_at": str},
             pk="shop_id", not_null={"name", "lat", "lon", "assignment", "timezone", "locale"}, if_not_exists=True,
         )
+        sqlite.add_missing_columns(db, "shops", {"quiet_hours": ("TEXT", None), "require_proof": ("INTEGER", 0)})
+        sqlite.add_missing_columns(db, "order_events", {"media_id": ("TEXT", None)})
+        db["notices"].create(
+            {"notice_id": str, "order_id": str, "kind": str, "text": str, "locale": str, "urgent": int,
+             "created_at": str, "deferred_until": str, "sent_at": str, "dropped_at": str},
+            pk="notice_id", not_null={"order_id", "kind", "text", "locale", "urgent", "created_at"},
+            if_not_exists=True,
+        )
+        db["chat_messages"].create(
+            {"order_id": str, "seq": int, "msg_id": str, "role": str, "sender_id": str, "sender_name": str,
+             "kind": str, "text": str, "lat": float, "lon": float, "media_id": str, "at": str},
+            pk=("order_id", "seq"), not_null={"msg_id", "role", "sender_id", "kind", "at"}, if_not_exists=True,
+        )
+        db["chat_reads"].create(
+            {"order_id": str, "role": str, "reader_id": str, "read_up_to": int, "at": str},
+            pk=("order_id", "role", "reader_id"), not_null={"read_up_to", "at"}, if_not_exists=True,
+        )
+        db["media"].create(
+            {"media_id": str, "order_id": str, "role": str, "uploader_id": str, "kind": str, "content_type": str,
+             "size": int, "sha256": str, "created_at": str},
+            pk="media_id", not_null={"order_id", "role", "uploader_id", "kind", "content_type", "size", "sha256",
+                                     "created_at"}, if_not_exists=True,
+        )
+        db["ratings"].create(
+            {"order_id": str, "stars": int, "comment": str, "courier_id": str, "shop_id": str, "at": str},
+            pk="order_id", not_null={"stars", "shop_id", "at"}, if_not_exists=True,
+        )
         db["devices"].create(
             {"courier_id": str, "device": str, "online": int, "how": str, "source": str, "since": str},
             pk=("courier_id", "device"), not_null={"online", "how", "source", "since"}, if_not_exists=True,
@@ -228,6 +285,11 @@ class Store(sqlite.SqliteFile):
             ("orders", ["waiting_since"], False),
             ("orders", ["change_since"], False),
             ("courier_shops", ["shop_id", "courier_id"], False),
+            ("notices", ["order_id", "created_at"], False),
+            ("notices", ["deferred_until"], False),
+            ("chat_messages", ["order_id", "role", "sender_id", "msg_id"], True),
+            ("media", ["order_id", "kind", "created_at"], False),
+            ("media", ["sha256"], False),
             ("commands", ["state", "id"], False),
             ("order_events", ["order_id", "id"], False),
             ("tasks", ["received_at", "superseded", "next_retry_at"], False),
@@ -321,9 +383,10 @@ class Store(sqlite.SqliteFile):
 
     def add_happenings(self, order_id: str, happenings: list[Happening], at: datetime) -> None:
         self.conn.executemany(
-            "INSERT INTO order_events (order_id, at, kind, status, actor, courier_id, reason) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?)",
-            [(order_id, _iso(at), h.kind, h.status.value, h.actor, h.courier_id, h.reason) for h in happenings],
+            "INSERT INTO order_events (order_id, at, kind, status, actor, courier_id, reason, media_id) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            [(order_id, _iso(at), h.kind, h.status.value, h.actor, h.courier_id, h.reason, h.media_id)
+             for h in happenings],
         )
 
     def add_rejection_event(self, order_id: str, actor: str, reason: str, at: datetime) -> None:
@@ -480,13 +543,15 @@ class Store(sqlite.SqliteFile):
         """Register a shop, or replace its registration."""
         self.conn.execute(
             "INSERT INTO shops (shop_id, name, lat, lon, assignment, default_courier, timezone, locale, "
-            "arrival_radius_m, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+            "arrival_radius_m, quiet_hours, require_proof, created_at, updated_at) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
             "ON CONFLICT(shop_id) DO UPDATE SET name = excluded.name, lat = excluded.lat, lon = excluded.lon, "
             "assignment = excluded.assignment, default_courier = excluded.default_courier, "
             "timezone = excluded.timezone, locale = excluded.locale, arrival_radius_m = excluded.arrival_radius_m, "
+            "quiet_hours = excluded.quiet_hours, require_proof = excluded.require_proof, "
             "updated_at = excluded.updated_at",
             (shop.shop_id, shop.name, shop.lat, shop.lon, shop.assignment, shop.default_courier, shop.timezone,
-             shop.locale, shop.arrival_radius_m, _iso(at), _iso(at)),
+             shop.locale, shop.arrival_radius_m, shop.quiet_hours, int(shop.require_proof), _iso(at), _iso(at)),
         )
 
     def get_shop(self, shop_id: str) -> Shop | None:
@@ -609,6 +674,123 @@ class Store(sqlite.SqliteFile):
     def mark_states_cleared(self, order_ids: list[str]) -> None:
         self.conn.executemany("UPDATE orders SET state_cleared = 1 WHERE order_id = ?", [(i,) for i in order_ids])
 
+    # ------------------------------------------------------------------ customers: notices
+
+    def add_notice(self, notice: Notice, urgent: bool, deferred_until: datetime | None) -> None:
+        """A notice made now: sent now (deferred_until None) or waiting for the end of the shop's quiet hours."""
+        self.conn.execute(
+            "INSERT INTO notices (notice_id, order_id, kind, text, locale, urgent, created_at, deferred_until, "
+            "sent_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (notice.notice_id, notice.order_id, notice.kind, notice.text, notice.locale, int(urgent), _iso(notice.at),
+             None if deferred_until is None else _iso(deferred_until),
+             _iso(notice.at) if deferred_until is None else None),
+        )
+
+    def drop_waiting_notices(self, order_id: str, at: datetime) -> int:
+        """A newer notice (or the order's end) makes the order's waiting ones obsolete."""
+        return self.conn.execute(
+            "UPDATE notices SET dropped_at = ? WHERE order_id = ? AND sent_at IS NULL AND dropped_at IS NULL",
+            (_iso(at), order_id)).rowcount
+
+    def due_notices(self, now: datetime, limit: int = 500) -> list[tuple[Notice, bool]]:
+        """Waiting notices whose quiet hours have ended: (notice, urgent)."""
+        rows = self.conn.execute(
+            "SELECT notice_id, order_id, kind, text, locale, urgent, created_at FROM notices "
+            "WHERE deferred_until IS NOT NULL AND deferred_until <= ? AND sent_at IS NULL AND dropped_at IS NULL "
+            "ORDER BY deferred_until, created_at LIMIT ?", (_iso(now), limit)).fetchall()
+        return [(Notice(notice_id=r[0], order_id=r[1], kind=r[2], text=r[3], locale=r[4], urgent=bool(r[5]),
+                        deferred=True, at=datetime.fromisoformat(r[6])), bool(r[5])) for r in rows]
+
+    def mark_notice(self, notice_id: str, at: datetime, *, sent: bool) -> None:
+        column = "sent_at" if sent else "dropped_at"
+        self.conn.execute(f"UPDATE notices SET {column} = ? WHERE notice_id = ?", (_iso(at), notice_id))
+
+    def notices_of(self, order_id: str) -> list[dict[str, Any]]:
+        return list(self.db.query(
+            "SELECT notice_id, kind, text, locale, urgent, created_at, deferred_until, sent_at, dropped_at "
+            "FROM notices WHERE order_id = ? ORDER BY created_at", [order_id]))
+
+    # ------------------------------------------------------------------ customers: conversations
+
+    def add_chat(self, order_id: str, msg_id: str, sender: Participant, kind: str, at: datetime, *,
+                 text: str | None = None, lat: float | None = None, lon: float | None = None,
+                 media_id: str | None = None) -> tuple[ChatMessage, bool]:
+        """Append a message to the order's conversation; (the message, False) if this sender sent this msg_id
+        before (the stored one is returned)."""
+        row = self.conn.execute(
+            f"SELECT {_CHAT_COLUMNS} FROM chat_messages WHERE order_id = ? AND role = ? AND sender_id = ? "
+            "AND msg_id = ?", (order_id, sender.role, sender.id, msg_id)).fetchone()
+        if row is not None:
+            return _chat(row), False
+        seq = self.conn.execute("SELECT COALESCE(MAX(seq), 0) + 1 FROM chat_messages WHERE order_id = ?",
+                                (order_id,)).fetchone()[0]
+        self.conn.execute(
+            "INSERT INTO chat_messages (order_id, seq, msg_id, role, sender_id, sender_name, kind, text, lat, lon, "
+            "media_id, at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (order_id, seq, msg_id, sender.role, sender.id, sender.name, kind, text, lat, lon, media_id, _iso(at)))
+        return ChatMessage(seq=seq, msg_id=msg_id, order_id=order_id, sender=sender, kind=kind, text=text, lat=lat,
+                           lon=lon, media_id=media_id, at=at), True
+
+    def chat_page(self, order_id: str, after_seq: int = 0, limit: int = 100) -> tuple[list[ChatMessage], bool]:
+        rows = self.conn.execute(
+            f"SELECT {_CHAT_COLUMNS} FROM chat_messages WHERE order_id = ? AND seq > ? ORDER BY seq LIMIT ?",
+            (order_id, after_seq, limit + 1)).fetchall()
+        return [_chat(r) for r in rows[:limit]], len(rows) > limit
+
+    def set_read(self, order_id: str, reader: Participant, read_up_to: int, at: datetime) -> int | None:
+        """Record that `reader` read the conversation up to `read_up_to` (capped at its last seq); the new mark, or
+        None if it is not further than before."""
+        last = self.conn.execute("SELECT COALESCE(MAX(seq), 0) FROM chat_messages WHERE order_id = ?",
+                                 (order_id,)).fetchone()[0]
+        mark = min(read_up_to, last)
+        before = self.conn.execute(
+            "SELECT read_up_to FROM chat_reads WHERE order_id = ? AND role = ? AND reader_id = ?",
+            (order_id, reader.role, reader.id)).fetchone()
+        if mark < 1 or (before is not None and before[0] >= mark):
+            return None
+        self.conn.execute("INSERT OR REPLACE INTO chat_reads VALUES (?, ?, ?, ?, ?)",
+                          (order_id, reader.role, reader.id, mark, _iso(at)))
+        return mark
+
+    def chat_reads(self, order_id: str) -> list[dict[str, Any]]:
+        return list(self.db.query("SELECT role, reader_id, read_up_to, at FROM chat_reads WHERE order_id = ? "
+                                  "ORDER BY role, reader_id", [order_id]))
+
+    def was_courier_of(self, order_id: str, courier_id: str) -> bool:
+        """Was this courier ever assigned the order (an earlier courier reads its conversation, read-only)?"""
+        return self.conn.execute(
+            "SELECT 1 FROM order_events WHERE order_id = ? AND kind = 'assigned' AND courier_id = ? LIMIT 1",
+            (order_id, courier_id)).fetchone() is not None
+
+    # ------------------------------------------------------------------ customers: media and ratings
+
+    def add_media(self, media_id: str, order_id: str, uploader: Participant, kind: str, content_type: str, size: int,
+                  sha256: str, at: datetime) -> None:
+        self.conn.execute(
+            "INSERT INTO media (media_id, order_id, role, uploader_id, kind, content_type, size, sha256, created_at) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (media_id, order_id, uploader.role, uploader.id, kind, content_type, size, sha256, _iso(at)))
+
+    def media(self, media_id: str) -> dict[str, Any] | None:
+        rows = list(self.db.query("SELECT media_id, order_id, role, uploader_id, kind, content_type, size, sha256, "
+                                  "created_at FROM media WHERE media_id = ?", [media_id]))
+        return rows[0] if rows else None
+
+    def latest_media(self, order_id: str, kind: str) -> str | None:
+        row = self.conn.execute("SELECT media_id FROM media WHERE order_id = ? AND kind = ? "
+                                "ORDER BY created_at DESC, media_id LIMIT 1", (order_id, kind)).fetchone()
+        return None if row is None else row[0]
+
+    def media_shas(self) -> set[str]:
+        return {row[0] for row in self.conn.execute("SELECT DISTINCT sha256 FROM media")}
+
+    def add_rating(self, order_id: str, stars: int, comment: str | None, courier_id: str | None, shop_id: str,
+                   at: datetime) -> bool:
+        """Store a rating; False if the order was rated before."""
+        cur = self.conn.execute("INSERT OR IGNORE INTO ratings VALUES (?, ?, ?, ?, ?, ?)",
+                                (order_id, stars, comment, courier_id, shop_id, _iso(at)))
+        return cur.rowcount == 1
+
     # ------------------------------------------------------------------ operator commands (the CLI's inbox)
 
     def submit_command(self, payload: bytes, at: datetime) -> int:
@@ -666,16 +848,20 @@ class Store(sqlite.SqliteFile):
 
     # ------------------------------------------------------------------ personal data
 
-    def purge_personal_data(self, before: datetime) -> dict[str, int]:
+    def purge_personal_data(self, before: datetime) -> tuple[dict[str, int], set[str]]:
         """Remove personal data older than `before`: recipients, addresses and notes of orders that ended
-        (delivered, failed, cancelled) before it, and of their tasks; raw payloads of dead letters and GPS
-        fixes received before it. Order ids, statuses and timelines stay for the statistics."""
+        (delivered, failed, cancelled) before it, and of their tasks; their conversations, uploads and rating
+        comments; raw payloads of dead letters and GPS fixes received before it. Order ids, statuses, timelines
+        and stars stay for the statistics. Returns the counts and the media files no row names any more (the
+        caller removes them once this has committed: `purge`)."""
         stamp = _iso(before)
         ended = [
             row[0] for row in self.conn.execute(
                 f"SELECT order_json FROM orders WHERE status IN {_FINAL_SQL} "
                 "AND updated_at < ? AND purged = 0", (stamp,))
         ]
+        chats = media = 0
+        shas: set[str] = set()
         for order_json in ended:
             order = Order.model_validate_json(order_json)
             scrubbed = order.model_copy(update={
@@ -687,10 +873,19 @@ class Store(sqlite.SqliteFile):
                               (scrubbed.model_dump_json(), order.order_id))
             self.conn.execute("UPDATE tasks SET payload = ? WHERE order_id = ?",
                               (b'{"purged": true}', order.order_id))
+            chats += self.conn.execute("DELETE FROM chat_messages WHERE order_id = ?", (order.order_id,)).rowcount
+            self.conn.execute("DELETE FROM chat_reads WHERE order_id = ?", (order.order_id,))
+            shas |= {row[0] for row in self.conn.execute("SELECT sha256 FROM media WHERE order_id = ?",
+                                                         (order.order_id,))}
+            media += self.conn.execute("DELETE FROM media WHERE order_id = ?", (order.order_id,)).rowcount
+            self.conn.execute("UPDATE ratings SET comment = NULL WHERE order_id = ?", (order.order_id,))
         dead = self.conn.execute("UPDATE dead_letters SET payload = NULL WHERE received_at < ? AND payload IS NOT NULL",
                                  (stamp,)).rowcount
         fixes = self.conn.execute("DELETE FROM gps_fixes WHERE received_at < ?", (stamp,)).rowcount
-        return {"orders": len(ended), "dead_letters": dead, "gps_fixes": fixes}
+        unnamed = shas - self.media_shas()
+        counts = {"orders": len(ended), "chat_messages": chats, "media": media, "dead_letters": dead,
+                  "gps_fixes": fixes}
+        return counts, unnamed
 
     # ------------------------------------------------------------------ reads for operators
 
@@ -714,7 +909,7 @@ class Store(sqlite.SqliteFile):
     def timeline(self, order_id: str) -> list[dict[str, Any]]:
         return list(
             self.db.query(
-                "SELECT at, kind, status, actor, courier_id, reason FROM order_events WHERE order_id = ? "
+                "SELECT at, kind, status, actor, courier_id, reason, media_id FROM order_events WHERE order_id = ? "
                 "ORDER BY id",
                 [order_id],
             )
@@ -777,6 +972,36 @@ class Store(sqlite.SqliteFile):
             "outbox_pending": one("SELECT COUNT(*) FROM outbox"),
         }
 
+    def performance(self) -> dict[str, list[dict[str, Any]]]:
+        """How the deliveries went, per shop and per courier: delivered, on time (before the window's end, of those
+        with a window), mean minutes from order to door, and the customers' stars."""
+        rows = self.conn.execute(
+            "SELECT o.shop_id, o.courier_id, o.created_at, json_extract(o.order_json, '$.window.end'), "
+            "(SELECT MIN(e.at) FROM order_events e WHERE e.order_id = o.order_id AND e.kind = 'status' "
+            " AND e.status = 'delivered'), r.stars "
+            "FROM orders o LEFT JOIN ratings r ON r.order_id = o.order_id WHERE o.status = 'delivered'").fetchall()
+        groups: dict[tuple[str, str], list[tuple[datetime, datetime | None, datetime, int | None]]] = {}
+        for shop_id, courier_id, created, window_end, delivered, stars in rows:
+            if delivered is None:
+                continue
+            entry = (datetime.fromisoformat(created), None if window_end is None else datetime.fromisoformat(
+                window_end), datetime.fromisoformat(delivered), stars)
+            groups.setdefault(("shop", shop_id), []).append(entry)
+            if courier_id is not None:
+                groups.setdefault(("courier", courier_id), []).append(entry)
+        out: dict[str, list[dict[str, Any]]] = {"shops": [], "couriers": []}
+        for (what, key), entries in sorted(groups.items()):
+            windowed = [e for e in entries if e[1] is not None]
+            stars = [e[3] for e in entries if e[3] is not None]
+            out[f"{what}s"].append({
+                f"{what}_id": key, "delivered": len(entries),
+                "on_time_rate": round(sum(e[2] <= e[1] for e in windowed) / len(windowed), 3) if windowed else None,
+                "mean_delivery_minutes": round(sum((e[2] - e[0]).total_seconds() for e in entries) / 60
+                                               / len(entries), 1),
+                "stars": round(sum(stars) / len(stars), 2) if stars else None, "ratings": len(stars),
+            })
+        return out
+
     def dead_letters(self, limit: int = 20) -> list[dict[str, Any]]:
         return list(
             self.db.query(
@@ -821,3 +1046,13 @@ def _from_json(kind: type[T], text: str | None) -> T:
         elif isinstance(value, list):
             data[name] = tuple(value)
     return kind(**data)
+
+
+def purge(store: Store, data_dir: Path, before: datetime) -> dict[str, int]:
+    """`Store.purge_personal_data` in one transaction, then the media files it left unnamed."""
+    with store.transaction():
+        counts, unnamed = store.purge_personal_data(before)
+    files = MediaFiles(data_dir)
+    for sha in unnamed:
+        files.remove(sha)
+    return counts
