@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 
 from bench import brokers, report, restart, workloads
+from cli.common import progress
 
 WORKLOADS = ("ingest", "latency", "dispatch", "fanout", "connections")
 
@@ -50,25 +51,26 @@ def main() -> int:
                                   "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
                                               "platform": platform.platform()},
                                   "sizes": sizes, "skipped": {}, "workloads": {}}
-    for name in [w for w in WORKLOADS if w in chosen]:
-        per_broker: dict[str, object] = {}
-        for broker_name in args.brokers.split(","):
-            if name == "dispatch" and broker_name != "fieldgate":
-                continue  # the bare brokers have no dispatch
+    runs = [(name, broker_name) for name in WORKLOADS if name in chosen for broker_name in args.brokers.split(",")
+            if name != "dispatch" or broker_name == "fieldgate"]  # the bare brokers have no dispatch
+    with progress() as bar:
+        task = bar.add_task("bench runs", total=len(runs))
+        for name, broker_name in runs:
+            per_broker = results["workloads"].setdefault(name, {})  # type: ignore[attr-defined]
+            bar.update(task, description=f"{name} on {broker_name}")
             with tempfile.TemporaryDirectory() as tmp:
                 running = brokers.start(broker_name, Path(tmp))
                 if isinstance(running, str):
                     results["skipped"][broker_name] = running  # type: ignore[index]
-                    print(f"skipping {broker_name}: {running}", file=sys.stderr)
-                    continue
-                try:
-                    print(f"{name} on {broker_name} …", file=sys.stderr, flush=True)
-                    per_broker[broker_name] = getattr(workloads, name)(running, **sizes[name])
-                except Exception as exc:  # one broker failing a workload is a result, not a crash
-                    per_broker[broker_name] = {"error": repr(exc)}
-                finally:
-                    running.stop()
-        results["workloads"][name] = per_broker  # type: ignore[index]
+                    bar.console.print(f"skipping {broker_name}: {running}")
+                else:
+                    try:
+                        per_broker[broker_name] = getattr(workloads, name)(running, **sizes[name])
+                    except Exception as exc:  # one broker failing a workload is a result, not a crash
+                        per_broker[broker_name] = {"error": repr(exc)}
+                    finally:
+                        running.stop()
+            bar.advance(task)
     if "restart" in chosen:
         size = 10_000 if args.quick else 100_000
         results["workloads"]["restart"] = {"fieldgate": restart.run(size, size, 100)}  # type: ignore[index]

@@ -13,6 +13,7 @@ from typing import Annotated, Any, TypeVar
 import typer
 from pydantic import BaseModel, ValidationError
 from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from gateway.config import Settings, load_settings
@@ -143,3 +144,10 @@ def show_rows(rows: Sequence[dict[str, Any]], columns: Iterable[Column], *, titl
         console.print(table)
     if note:
         console.print(note)
+
+
+def progress(*, disable: bool = False) -> Progress:
+    """The one progress bar of long CLI work (vacuum, purge, simulate): what, bar, done of all, time so far.
+    A task with total=None pulses (work of unknown length)."""
+    return Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                    console=console, disable=disable, transient=False)

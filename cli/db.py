@@ -18,6 +18,7 @@ from cli.common import (
     WideOpt,
     ago,
     console,
+    progress,
     read_store,
     settings,
     show_rows,
@@ -81,11 +82,12 @@ def vacuum_cmd(config: ConfigOpt = None, data_dir: DataDirOpt = None, verbose: V
         fieldgate db vacuum --data-dir ./data
     """
     directory = settings(config, data_dir, verbose).data_dir
-    with datadir.exclusive(directory):
-        for path in _files(directory):
-            if path.exists():
-                before, after = sqlite.vacuum(path)
-                console.print(f"{path}: {before:,} → {after:,} bytes")
+    with datadir.exclusive(directory), progress() as bar:
+        for path in [p for p in _files(directory) if p.exists()]:
+            task = bar.add_task(f"vacuum {path.name}", total=None)  # SQLite says nothing of how far it got
+            before, after = sqlite.vacuum(path)
+            bar.update(task, total=1, completed=1)
+            bar.console.print(f"{path}: {before:,} → {after:,} bytes")
 
 
 def sessions_cmd(as_json: JsonOpt = False, wide: WideOpt = False, config: ConfigOpt = None,

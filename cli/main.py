@@ -12,7 +12,22 @@ import traceback
 import typer
 from rich.markup import escape
 
-from cli import certs, couriers, db, media, orders, schemas, serve, shops, simulate, stats, users
+from cli import (
+    certs,
+    couriers,
+    db,
+    live,
+    media,
+    orders,
+    schemas,
+    serve,
+    shops,
+    simulate,
+    stats,
+    tokens,
+    users,
+    webhooks,
+)
 from cli.common import errors, used, where
 from gateway.errors import translate
 
@@ -35,6 +50,10 @@ app.command("sessions")(db.sessions_cmd)
 app.add_typer(db.app, name="db")
 app.add_typer(media.app, name="media")
 app.add_typer(users.app, name="users")
+app.add_typer(tokens.app, name="tokens")
+app.add_typer(webhooks.app, name="webhooks")
+app.command("tail")(live.tail_cmd)
+app.command("top")(live.top_cmd)
 app.command("simulate")(simulate.simulate_cmd)
 app.add_typer(certs.app, name="certs")
 

@@ -19,6 +19,7 @@ from cli.common import (
     ago,
     console,
     gateway_pid,
+    progress,
     read_store,
     settings,
     show_rows,
@@ -182,10 +183,14 @@ def purge_cmd(
         fieldgate orders purge --before 2026-05-01
     """
     s = settings(config, data_dir, verbose)
-    counts = purge(write_store(s), s.data_dir, before.replace(tzinfo=UTC))
+    with progress() as bar:
+        task = bar.add_task("purge: orders scrubbed", total=None)
+        counts = purge(write_store(s), s.data_dir, before.replace(tzinfo=UTC),
+                       progress=lambda done, total: bar.update(task, completed=done, total=total))
+        bar.update(task, total=counts["orders"], completed=counts["orders"])
     console.print(f"purged {counts['orders']} orders (with {counts['chat_messages']} chat messages and "
                   f"{counts['media']} uploads), {counts['dead_letters']} dead-letter payloads, "
-                  f"{counts['gps_fixes']} GPS fixes")
+                  f"{counts['gps_fixes']} GPS fixes, {counts['webhook_deliveries']} webhook deliveries")
 
 
 def _operator_command(command: ShopCommand, config: ConfigOpt, data_dir: DataDirOpt, verbose: bool) -> None:

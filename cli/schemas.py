@@ -10,7 +10,7 @@ import typer
 from cli.common import console
 from gateway import schemas
 
-app = typer.Typer(help="JSON Schema of every payload.", no_args_is_help=True)
+app = typer.Typer(help="JSON Schema of every payload, and the HTTP side's OpenAPI document.", no_args_is_help=True)
 
 
 @app.command("export")
@@ -19,7 +19,7 @@ def export_cmd(
         "schemas"
     ),
 ) -> None:
-    """Write one JSON Schema file per message of the topic contract.
+    """Write one JSON Schema file per message of the topic contract, and openapi.json (the HTTP API).
 
     Example:
 

@@ -7,10 +7,9 @@ from datetime import UTC, datetime
 from typing import Annotated
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from cli.common import ConfigOpt, DataDirOpt, JsonOpt, VerboseOpt, console, gateway_pid, settings, write_store
+from cli.common import ConfigOpt, DataDirOpt, JsonOpt, VerboseOpt, console, gateway_pid, progress, settings, write_store
 from gateway.errors import FieldgateError
 
 
@@ -55,9 +54,8 @@ def simulate_cmd(
     store.close()
     host = "127.0.0.1" if s.mqtt.host in ("0.0.0.0", "::") else s.mqtt.host
     url = BrokerUrl.parse(broker) if broker else BrokerUrl(host, s.mqtt.port)
-    with Progress(TextColumn("[bold]simulated day"), BarColumn(), MofNCompleteColumn(), TextColumn("orders done"),
-                  TimeElapsedColumn(), console=console, disable=as_json) as bar:
-        task = bar.add_task("day", total=len(plan.orders))
+    with progress(disable=as_json) as bar:
+        task = bar.add_task("simulated day: orders done", total=len(plan.orders))
         summary = Day(plan, url, progress=lambda done, total: bar.update(task, completed=done)).run()
     figures = summary.figures()
     if as_json:

@@ -19,12 +19,12 @@ import hashlib
 import hmac
 import ipaddress
 import secrets
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from gateway.core.acl import Identity, Role
 
 if TYPE_CHECKING:
-    from gateway.store.users import Users
+    from gateway.store.users import User
 
 ITERATIONS = 100_000
 #: The embedded bridge's user name; its password is made up at every start and never stored.
@@ -59,10 +59,17 @@ def is_loopback(host: str | None) -> bool:
         return False
 
 
-class Authenticator:
-    """Decides who a CONNECT is, from its credentials and where it came from."""
+class Credentials(Protocol):
+    """Where users' password hashes are looked up (`gateway.store.users.Users`)."""
 
-    def __init__(self, users: Users, *, allow_anonymous: bool) -> None:
+    def credentials(self, name: str) -> tuple[User, str] | None: ...
+
+
+class Authenticator:
+    """Decides who a CONNECT (or an HTTP request with Basic credentials) is, from its credentials and where it
+    came from."""
+
+    def __init__(self, users: Credentials, *, allow_anonymous: bool) -> None:
         self.users = users
         self.allow_anonymous = allow_anonymous
         self.bridge_password = secrets.token_urlsafe(24)

@@ -19,6 +19,7 @@ Where things are, resolved once here and never from the working directory alone:
 from __future__ import annotations
 
 import os
+from datetime import timedelta
 from pathlib import Path
 from typing import Any, Literal
 
@@ -69,6 +70,26 @@ class WebSocketListener(_Section):
     enabled: bool = False
     host: str = "127.0.0.1"
     port: int = Field(default=8080, ge=0, le=65535)
+
+
+class HttpListener(_Section):
+    enabled: bool = True
+    host: str = "127.0.0.1"
+    port: int = Field(default=8088, ge=0, le=65535)
+    tls: bool = False
+    max_request_rate: float = Field(default=50.0, ge=0)
+
+
+class WebhookSettings(_Section):
+    give_up_hours: float = Field(default=24.0, gt=0)
+    first_retry_seconds: float = Field(default=5.0, gt=0)
+    max_retry_seconds: float = Field(default=3600.0, gt=0)
+    timeout_seconds: float = Field(default=10.0, gt=0, le=300)
+    max_in_flight_per_endpoint: int = Field(default=4, ge=1, le=100)
+
+    @property
+    def give_up(self) -> timedelta:
+        return timedelta(hours=self.give_up_hours)
 
 
 class BrokerSettings(_Section):
@@ -147,6 +168,7 @@ class Settings(_Section):
     mqtt: MqttListener = MqttListener()
     tls: TlsListener = TlsListener()
     websocket: WebSocketListener = WebSocketListener()
+    http: HttpListener = HttpListener()
     allow_anonymous: bool = True
     broker: BrokerSettings = BrokerSettings()
     storage: StorageSettings = StorageSettings()
@@ -158,6 +180,7 @@ class Settings(_Section):
     arrival_radius_m: float = Field(default=500.0, gt=0)
     notices: NoticesSettings = NoticesSettings()
     media: MediaSettings = MediaSettings()
+    webhooks: WebhookSettings = WebhookSettings()
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
     _config_path: Path | None = PrivateAttr(default=None)
@@ -207,7 +230,7 @@ def read_config(path: Path) -> dict[str, Any]:
 
 def load_settings(
     config: Path | None = None, *, data_dir: Path | None = None, port: int | None = None,
-    host: str | None = None, no_anonymous: bool = False,
+    host: str | None = None, no_anonymous: bool = False, http_port: int | None = None,
 ) -> Settings:
     """Settings from file + environment + overrides (validated like the file's own values)."""
     path = find_config(config)
@@ -233,15 +256,22 @@ def load_settings(
     except ValidationError as exc:
         raise ConfigError(f"--port/--host: {_problems(exc)}", hint="A TCP port is 0 to 65535; 0 picks a free one.") \
             from exc
+    try:
+        http = HttpListener.model_validate({**settings.http.model_dump(),
+                                            **({} if http_port is None else {"port": http_port})})
+    except ValidationError as exc:
+        raise ConfigError(f"--http-port: {_problems(exc)}", hint="A TCP port is 0 to 65535; 0 picks a free one.") \
+            from exc
     tls = settings.tls
     if path is not None:
         tls = tls.model_copy(update={k: path.parent / v for k in ("certfile", "keyfile")
                                      if (v := getattr(tls, k)) is not None and not v.is_absolute()})
-    if tls.enabled and (tls.certfile is None or tls.keyfile is None):
-        raise ConfigError("tls.enabled needs tls.certfile and tls.keyfile",
+    if (tls.enabled or http.tls) and (tls.certfile is None or tls.keyfile is None):
+        raise ConfigError("tls.enabled and http.tls need tls.certfile and tls.keyfile",
                           hint="`fieldgate certs dev` makes a self-signed pair for trying it.")
     anonymous = settings.allow_anonymous and not no_anonymous
-    out = settings.model_copy(update={"storage": storage, "mqtt": mqtt, "tls": tls, "allow_anonymous": anonymous})
+    out = settings.model_copy(update={"storage": storage, "mqtt": mqtt, "http": http, "tls": tls,
+                                      "allow_anonymous": anonymous})
     out._config_path = path.absolute() if path else None
     out._data_dir_origin = origin
     return out

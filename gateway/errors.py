@@ -5,16 +5,23 @@
     ├── InvalidInput                a command's arguments do not make a valid shop, courier, …
     ├── StoreError                  the SQLite file is missing, locked or not ours
     ├── BrokerStartError            the embedded broker could not start (port taken, bad listener)
+    ├── HttpStartError              the HTTP listener could not start (port taken, bad TLS files)
     ├── TransportError              the bridge could not reach or talk to an MQTT broker
     └── Rejected                    one inbound message is refused; becomes a Rejection + dead letter
-        ├── PayloadError            not JSON, wrong shape, too large
+        ├── PayloadError            wrong shape (HTTP 422)
+        │   ├── NotJson             not JSON at all (400)
+        │   ├── TooLarge            over a size limit (413)
+        │   └── UnsupportedType     not a type fieldgate takes there (415)
         ├── UnknownTopic            a topic outside the contract
-        ├── UnknownOrder            an order_id the gateway has never accepted
-        ├── NotYours                a courier or shop acting on an order that is not theirs
-        └── IllegalTransition       a status change the order's lifecycle forbids
+        ├── UnknownOrder            an order_id the gateway has never accepted (404)
+        ├── NotYours                a courier or shop acting on an order that is not theirs (403)
+        ├── IllegalTransition       a status change the order's lifecycle forbids (409)
+        ├── KeyReused               an HTTP Idempotency-Key reused for another request (409)
+        └── InternalError           the gateway failed on a message: a bug (500; the message is kept)
 
 Messages say what was wrong; `hint` says what to do about it. The CLI prints both and exits 1;
-the bridge turns a `Rejected` into a Rejection payload on the sender's errors topic.
+the bridge turns a `Rejected` into a Rejection payload on the sender's errors topic; the HTTP side
+answers it as an RFC 9457 problem with the status in brackets (`gateway.http.problems`).
 
 `translate` is the one place where the exceptions of the libraries underneath (sqlite3, the OS)
 become errors of this tree; amqtt's are translated where amqtt is used (`gateway.broker.embedded`).
@@ -61,6 +68,12 @@ class BrokerStartError(FieldgateError):
     hint = "Is another broker already listening on that port? Try --port with a free one."
 
 
+class HttpStartError(FieldgateError):
+    """The HTTP listener could not start."""
+
+    hint = "Is something else listening on http.port? Pick a free one (--http-port), or set http.enabled: false."
+
+
 class TransportError(FieldgateError):
     """The bridge could not reach an MQTT broker."""
 
@@ -89,6 +102,18 @@ class PayloadError(Rejected):
     """The payload is not JSON, does not match its schema, or is too large."""
 
 
+class NotJson(PayloadError):
+    """The payload is not JSON at all."""
+
+
+class TooLarge(PayloadError):
+    """The payload is over a size limit."""
+
+
+class UnsupportedType(PayloadError):
+    """The body is not a type fieldgate takes there (a file that is no photo or voice note, a form for JSON)."""
+
+
 class UnknownTopic(Rejected):
     """The topic is not part of the topic contract."""
 
@@ -103,6 +128,14 @@ class NotYours(Rejected):
 
 class IllegalTransition(Rejected):
     """The order's lifecycle forbids this status change."""
+
+
+class KeyReused(Rejected):
+    """An HTTP Idempotency-Key was used before for a different request."""
+
+
+class InternalError(Rejected):
+    """Handling a message failed on a bug; the message is kept as a dead letter."""
 
 
 def translate(exc: BaseException) -> FieldgateError | None:

@@ -55,3 +55,5 @@ def setup(level: str) -> None:
     quiet = logging.DEBUG if level == "DEBUG" else logging.CRITICAL
     for name in ("amqtt", "transitions", "websockets"):
         logging.getLogger(name).setLevel(quiet)
+    # uvicorn's start and stop lines repeat ours (fieldgate.http logs where it listens); its errors stay.
+    logging.getLogger("uvicorn.error").setLevel(logging.DEBUG if level == "DEBUG" else logging.WARNING)

@@ -81,6 +81,7 @@ class GatewayProcess:
     args: list[str]
     data_dir: Path
     port: int = 0
+    http_port: int = 0
     proc: subprocess.Popen[str] | None = None
     lines: list[str] = field(default_factory=list)
     _ready: threading.Event = field(default_factory=threading.Event)
@@ -117,7 +118,15 @@ class GatewayProcess:
             if not self._ready.is_set() and (m := ready.search(line)):
                 if m.groups():
                     self.port = int(m.group(1))
+                if h := re.search(r" http=\S+:(\d+)", line):
+                    self.http_port = int(h.group(1))
                 self._ready.set()
+
+    @property
+    def url(self) -> str:
+        """The base URL of its HTTP side."""
+        assert self.http_port, "this gateway logged no http= address"
+        return f"http://127.0.0.1:{self.http_port}"
 
     def log_has(self, text: str) -> bool:
         return any(text in line for line in self.lines)
@@ -154,7 +163,7 @@ def launch(tmp: Path, *extra: str, data_dir: Path | None = None, config: dict[st
     """The one way tests start a gateway: `fieldgate serve` (or `bridge`) on `data_dir` (default tmp/data), with
     `config` written as a broker.yaml in `tmp`; returns once it logged its ready line."""
     data = data_dir or tmp / "data"
-    args = [command, "--data-dir", str(data)]
+    args = [command, "--data-dir", str(data), "--http-port", "0"]
     if command == "serve":
         args += ["--port", str(port)]
     if config is not None:

@@ -2,15 +2,24 @@
 
 from __future__ import annotations
 
+import base64
+import json
+import os
 import re
+import subprocess
+import sys
+from datetime import UTC, datetime
 
-from conftest import ROOT
+import httpx
+from conftest import ROOT, _accepts, eventually, free_port
 from test_config import keys
 
 from gateway.config import Settings
 from gateway.core.acl import USER_ROLES, Identity, patterns
 from gateway.core.contract import TOPICS
 from gateway.core.models import SCHEMAS
+from gateway.http.webhooks import signed_headers
+from gateway.store.tables import Delivery
 
 README = (ROOT / "README.md").read_text()
 
@@ -51,3 +60,24 @@ def test_every_file_the_docs_name_exists():
     for doc in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]:
         for path in re.findall(r"\b((?:gateway|cli|bench|tests|contrib|docs|schemas)/[\w./-]*\w)", doc.read_text()):
             assert (ROOT / path).exists(), f"{doc.name} names {path}, which does not exist"
+
+
+def test_the_readme_webhook_receiver_verifies_what_fieldgate_signs(tmp_path):
+    [code] = re.findall(r"```python\n(.*?)```", README[README.index("receiver.py"):], re.S)
+    assert len(code.strip().splitlines()) <= 11
+    port, secret = free_port(), "whsec_" + base64.b64encode(b"0123456789abcdef0123").decode()
+    script = tmp_path / "receiver.py"
+    script.write_text(code.replace("9000", str(port)))
+    receiver = subprocess.Popen([sys.executable, str(script)], env={**os.environ, "FIELDGATE_SECRET": secret},
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        eventually(lambda: _accepts(port), "the receiver listening")
+        body = json.dumps({"type": "ack", "timestamp": "2026-11-22T09:00:00Z",
+                           "data": {"kind": "accepted", "order_id": "A1002"}}).encode()
+        delivery = Delivery(1, "ep_1", "msg_1", body, 0, datetime.now(UTC), f"http://127.0.0.1:{port}/", secret)
+        answer = httpx.post(delivery.url, content=body, headers=signed_headers(delivery, datetime.now(UTC)))
+        assert answer.status_code == 204
+        assert receiver.stdout is not None and receiver.stdout.readline().split() == ["ack", "A1002", "accepted"]
+    finally:
+        receiver.kill()
+        receiver.wait()

@@ -43,7 +43,7 @@ from gateway.core.models import (
     StatusUpdate,
 )
 from gateway.core.payloads import parse
-from gateway.errors import IllegalTransition, NotYours, PayloadError, Rejected
+from gateway.errors import IllegalTransition, NotYours, PayloadError, Rejected, TooLarge, UnsupportedType
 from gateway.store.media import MediaFiles
 from gateway.store.tables import Store
 
@@ -117,7 +117,7 @@ class Customers:
 
     def _publish(self, notice: Notice) -> list[Outgoing]:
         payload = _encode(notice)
-        return [Outgoing("ordersys/notices", payload),
+        return [Outgoing(contract.ORDERSYS_NOTICES, payload),
                 Outgoing(contract.customer_topic(notice.order_id, "notices"), payload)]
 
     def due(self, now: datetime) -> list[Outgoing]:
@@ -240,12 +240,12 @@ class Customers:
                                order_id=route.order_id)
         limit = self.settings.media.max_bytes
         if len(data) > limit:
-            raise PayloadError(f"file is {len(data)} bytes, more than the {limit} allowed",
+            raise TooLarge(f"file is {len(data)} bytes, more than the {limit} allowed",
                                hint="Send a smaller photo or a shorter voice note (media.max_bytes).",
                                order_id=route.order_id)
         content_type = media.sniff(data)
         if content_type is None:
-            raise PayloadError(f"not a JPEG, PNG, WebP, OGG/Opus or M4A file (it starts {data[:8].hex(' ')})",
+            raise UnsupportedType(f"not a JPEG, PNG, WebP, OGG/Opus or M4A file (it starts {data[:8].hex(' ')})",
                                hint="Send the photo or voice note's own bytes as the payload, nothing around them.",
                                order_id=route.order_id)
         record = self.order(route.order_id, None)

@@ -55,7 +55,7 @@ class LocalTransport:
         asyncio.run_coroutine_threadsafe(self._attach(), self.loop).result(timeout)  # the loop is ours: no wait
 
     async def _attach(self) -> None:
-        s, present = self.engine.attach(self.client_id, False, None, self, Identity(Role.gateway))
+        s, present = self.engine.attach(self.client_id, False, None, self, Identity(Role.gateway), "in_process")
         self._session = s
         self.engine.subscribe(s, next(self._ids) % 65535 + 1, [(f, 1) for f in self.subscriptions])
         self.engine.connack(s, present)

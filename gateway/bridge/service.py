@@ -15,6 +15,7 @@ timeout, taken over); anonymous clients and external brokers keep the presence-t
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import time
@@ -23,6 +24,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
+from gateway import metrics
 from gateway.bridge.customers import Customers
 from gateway.bridge.dispatch import Dispatcher
 from gateway.config import Settings
@@ -40,6 +42,7 @@ from gateway.core.models import (
     OpenOrders,
     OpenOrdersRequest,
     Order,
+    OrderView,
     Presence,
     Receipt,
     Rejection,
@@ -48,8 +51,9 @@ from gateway.core.models import (
     Sync,
 )
 from gateway.core.payloads import parse
-from gateway.errors import PayloadError, Rejected, UnknownOrder
-from gateway.store.tables import Store
+from gateway.core.webhooks import Verdict
+from gateway.errors import InternalError, KeyReused, PayloadError, Rejected, UnknownOrder
+from gateway.store.tables import Delivery, Store
 
 log = logging.getLogger("fieldgate.gateway")
 
@@ -59,6 +63,22 @@ OWNTRACKS_IGNORED = frozenset(
 )
 #: The device of a courier's presence-topic messages and traffic when nothing names one.
 PRESENCE_DEVICE = "presence"
+
+
+#: An answer to a waiting sender: HTTP status and body.
+Reply = tuple[int, bytes]
+#: How long an HTTP Idempotency-Key is honoured.
+IDEMPOTENCY_WINDOW = timedelta(hours=24)
+
+
+@dataclass(frozen=True)
+class Handled:
+    """What one message did: what it published, the Rejected it raised (None if it was applied), and the order it
+    names as it is now (None if it names none the gateway knows)."""
+
+    published: list[Outgoing]
+    refused: Rejected | None
+    order: OrderView | None = None
 
 
 @dataclass(frozen=True)
@@ -102,6 +122,7 @@ class Gateway:
         self._online: dict[str, bool | None] = {}  # courier -> online as stored
         self._newest: dict[str, Fix | None] = {}  # courier -> its newest fix
         self._couriers_changed: set[str] = set()  # couriers whose active orders changed in this transaction
+        self.on_deliveries: Callable[[], None] | None = None  # called after a commit that made webhook deliveries
         self.dispatch = Dispatcher(store, settings, new_id, self._apply)
         self.customers = Customers(store, settings, new_id, self._apply, self._order)
 
@@ -120,19 +141,64 @@ class Gateway:
         """
         return self._in_transaction(lambda: [m for message in messages for m in self._handle_one(message)[0]])
 
+    def request(self, message: Inbound, respond: Callable[[Handled], Reply], *, key: tuple[str, str] | None = None,
+                refused: Rejected | None = None) -> tuple[list[tuple[int, Outgoing]], Reply]:
+        """Handle one message whose sender waits for an answer (the HTTP side) exactly as if it had come from the
+        broker, and make that answer with `respond` in the same transaction.
+
+        `key` is (user, Idempotency-Key): a key answered with a 2xx in the last 24 hours gets that answer again
+        (if the request is the same; a different one is refused as a conflict). `refused` is a refusal decided
+        before the message could be read (a body over the size limit): dead letter and Rejection as usual."""
+        digest = hashlib.sha256(message.topic.encode() + b"\0" + message.payload).hexdigest()
+        replies: list[Reply] = []
+        key_name = "" if key is None else key[1]
+
+        def work() -> list[Outgoing]:
+            now = self.now()
+            kept = None if key is None else self.store.idempotent(*key, now - IDEMPOTENCY_WINDOW)
+            if kept is not None and kept[0] == digest:
+                replies.append((kept[1], kept[2]))
+                return []
+            if kept is not None:
+                refusal: Rejected | None = KeyReused(
+                    f"Idempotency-Key {key_name!r} was used for a different request in the last 24 hours",
+                    hint="Use a new key for a new request; repeat a request with its own key and the same body.")
+            else:
+                refusal = refused
+            route = contract.parse_inbound(message.topic)
+            if refusal is not None:
+                published = self._reject(route, message, refusal, now)
+            else:
+                published, refusal = self._handle_one(message)
+            order_id = route.order_id or _guess(message.payload, "order_id")
+            record = None if order_id is None else self.store.get_order(order_id)
+            handled = Handled(published, refusal, None if record is None else record.view())
+            reply = respond(handled)
+            if key is not None and kept is None and 200 <= reply[0] < 300:
+                self.store.save_idempotent(*key, digest, *reply, now, forget_before=now - IDEMPOTENCY_WINDOW)
+            replies.append(reply)
+            return handled.published
+
+        return self._in_transaction(work), replies[0]
+
     def _in_transaction(self, work: Callable[[], list[Outgoing]]) -> list[tuple[int, Outgoing]]:
-        """Run `work` in one transaction with its outbox rows, and the retained active-order lists of the couriers
-        it touched (couriers/{courier_id}/orders)."""
+        """Run `work` in one transaction with its outbox rows, the retained active-order lists of the couriers it
+        touched (couriers/{courier_id}/orders), and the webhook deliveries of the events it made."""
         try:
             with self.store.transaction():
                 out = work()
                 now = self.now()
                 out += [self.dispatch.courier_orders(c, now) for c in sorted(self._couriers_changed)]
                 self._couriers_changed.clear()
-                return self.store.enqueue(latest_retained(out), now)
+                out = latest_retained(out)
+                deliveries = self.store.add_deliveries(out, now)
+                rows = self.store.enqueue(out, now)
         except BaseException:
             self._forget_couriers()
             raise
+        if deliveries and self.on_deliveries is not None:
+            self.on_deliveries()
+        return rows
 
     def _forget_couriers(self) -> None:
         self._seen.clear()
@@ -145,6 +211,7 @@ class Gateway:
         """The messages one inbound message publishes, and the Rejected it raised (None if it was applied)."""
         now = self.now()
         route: Route | None = None
+        metrics.MESSAGES_IN.labels(metrics.topic_class(message.topic)).inc()
         try:
             route = contract.parse_inbound(message.topic)
             with self.store.savepoint():
@@ -155,7 +222,7 @@ class Gateway:
         except Exception:
             self._forget_couriers()
             log.exception("internal error while handling a message", extra={"ctx": {"topic": message.topic}})
-            exc = Rejected(
+            exc = InternalError(
                 "the gateway failed to process this message (internal error)",
                 hint="This is a fieldgate bug; the message is kept as a dead letter for an operator.",
             )
@@ -163,8 +230,9 @@ class Gateway:
 
     def _reject(self, route: Route | None, message: Inbound, exc: Rejected, now: datetime) -> list[Outgoing]:
         """Dead-letter a refused message; return the Rejection (and, for orders, the Ack) to publish."""
-        order_id = exc.order_id or _guess(message.payload, "order_id")
-        msg_id = exc.msg_id or _guess(message.payload, "msg_id")
+        exc.order_id = order_id = exc.order_id or _guess(message.payload, "order_id")  # for the HTTP problem too
+        exc.msg_id = msg_id = exc.msg_id or _guess(message.payload, "msg_id")
+        metrics.REJECTIONS.labels(metrics.reason_of(exc)).inc()
         log.warning(
             "rejected: %s",
             exc.message,
@@ -370,17 +438,20 @@ class Gateway:
         receipt = parse(Receipt, message.payload, max_bytes=self.limits.max_payload_bytes)
         out = self._heard_from(route, message, now)
         changes, unknown = self.store.receive_tasks(route.courier_id, receipt.msg_ids, receipt.read, now)
-        for msg_id, order_id, kind in changes:
-            record = self.store.get_order(order_id)
+        for change in changes:
+            record = self.store.get_order(change.order_id)
             assert record is not None
-            out.extend(self._apply(lifecycle.on_task_received(record, route.courier_id, msg_id, kind, now), now))
+            if change.kind == "delivered_to_courier":
+                metrics.TASK_RECEIPT.observe(max(0.0, change.waited))
+            outcome = lifecycle.on_task_received(record, route.courier_id, change.msg_id, change.kind, now)
+            out.extend(self._apply(outcome, now))
         if receipt.confirm:
             for msg_id in receipt.msg_ids:
                 record = self.store.order_of_task(route.courier_id, msg_id)
                 if record is not None and record.dispatch.change_msg_id == msg_id:
                     outcome = lifecycle.on_task_received(record, route.courier_id, msg_id, "change_confirmed", now)
                     out.extend(self._apply(outcome, now))
-        read = [msg_id for msg_id, _, kind in changes if kind == "read_by_courier"]
+        read = [change.msg_id for change in changes if change.kind == "read_by_courier"]
         if read:  # the courier's other devices follow
             sync = Sync(read=read, at=now).model_dump_json().encode()
             out.append(Outgoing(contract.courier_topic(route.courier_id, "sync"), sync))
@@ -448,6 +519,11 @@ class Gateway:
                                                "order_id": task.order_id, "attempt": task.attempts + 1}},
             )
         return [Outgoing(contract.courier_topic(t.courier_id, "tasks"), t.payload) for t in due]
+
+    def record_webhook(self, delivery: Delivery, verdict: Verdict, status: int | None, error: str | None) -> None:
+        """The outcome of one webhook delivery attempt (the HTTP side's sender), committed."""
+        with self.store.transaction():
+            self.store.record_delivery(delivery, verdict, self.now(), status, error)
 
     def run_operator_commands(self) -> list[tuple[int, Outgoing]]:
         """Commands the CLI left in the `commands` table, handled exactly as if published on operator/commands;

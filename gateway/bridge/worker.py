@@ -22,16 +22,22 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
+from concurrent.futures import Future
 from datetime import timedelta
+from typing import Any, TypeVar
 
-from gateway.bridge.service import Gateway, Inbound
+from gateway import metrics
+from gateway.bridge.service import Gateway, Handled, Inbound, Reply
 from gateway.bridge.transport import BrokerUrl, Received, Transport, TransportFactory, mqtt_transport
 from gateway.config import Settings
 from gateway.core.contract import EMBEDDED_FILTERS, INBOUND_FILTERS
 from gateway.core.lifecycle import Outgoing
+from gateway.errors import Rejected, TransportError
 from gateway.store.tables import Store, db_path, purge
 
 log = logging.getLogger("fieldgate.bridge")
+
+T = TypeVar("T")
 
 #: Most inbound messages committed in one transaction.
 BATCH_MAX = 500
@@ -64,7 +70,8 @@ class Bridge:
         self.settings = settings
         self.store = Store(db_path(settings.data_dir), synchronous=settings.storage.synchronous.upper())
         self.gateway = Gateway(self.store, settings)
-        self._inbox: queue.Queue[Received] = queue.Queue()
+        self._inbox: queue.Queue[Received | None] = queue.Queue()  # None: wake up, there is a call
+        self._calls: queue.Queue[tuple[Callable[[], Any], Future[Any]]] = queue.Queue()
         self._acked: queue.Queue[int] = queue.Queue()
         self._in_flight: dict[int, int | None] = {}  # paho packet id -> outbox row id (None: a re-sent task)
         self._to_send: deque[tuple[int | None, Outgoing]] = deque()
@@ -85,11 +92,45 @@ class Bridge:
         self._queue_for_sending(leftovers)
         self._worker.start()
 
+    @property
+    def connected(self) -> bool:
+        """The transport is connected to the broker."""
+        return self.transport is not None and self.transport.connected
+
+    @property
+    def running(self) -> bool:
+        """The worker is handling messages (it starts once the broker is reached)."""
+        return self._worker.is_alive() and not self._stop.is_set()
+
+    def call(self, work: Callable[[], T]) -> Future[T]:
+        """Run `work` on the worker thread, between batches (the one thread that writes fieldgate.db); its result
+        or exception arrives in the future."""
+        future: Future[T] = Future()
+        self._calls.put((work, future))
+        self._inbox.put(None)
+        return future
+
+    def request(self, message: Inbound, respond: Callable[[Handled], Reply], *, key: tuple[str, str] | None = None,
+                refused: Rejected | None = None) -> Future[Reply]:
+        """`Gateway.request` on the worker thread: a message from a sender that waits for the answer (the HTTP side),
+        handled like any other, in a transaction of its own; what it publishes goes out like any batch's."""
+
+        def work() -> Reply:
+            rows, reply = self.gateway.request(message, respond, key=key, refused=refused)
+            self._queue_for_sending(rows)
+            return reply
+
+        return self.call(work)
+
     def stop(self) -> None:
-        """Finish the batch in hand, disconnect."""
+        """Finish the batch in hand, disconnect; calls still waiting fail (their callers answer 'try again')."""
         self._stop.set()
         if self._worker.is_alive():
             self._worker.join()
+        while not self._calls.empty():
+            _, future = self._calls.get_nowait()
+            if future.set_running_or_notify_cancel():
+                future.set_exception(TransportError("the bridge stopped before handling this"))
         if self.transport is not None:
             self.transport.stop()
 
@@ -109,6 +150,7 @@ class Bridge:
                 if batch:
                     self._process(batch)
                     batch = []
+                self._run_calls()
                 self._forget_acked()
                 if time.monotonic() >= next_resend and self.transport.connected:
                     next_resend = time.monotonic() + RESEND_CHECK_SECONDS
@@ -140,10 +182,24 @@ class Bridge:
                 batch.append(self._inbox.get_nowait())
             except queue.Empty:
                 break
-        return batch
+        return [m for m in batch if m is not None]
+
+    def _run_calls(self) -> None:
+        while True:
+            try:
+                work, future = self._calls.get_nowait()
+            except queue.Empty:
+                return
+            if not future.set_running_or_notify_cancel():
+                continue
+            try:
+                future.set_result(work())
+            except BaseException as exc:
+                future.set_exception(exc)
 
     def _process(self, batch: list[Received]) -> None:
-        queued = self.gateway.handle_batch(Inbound(m.topic, m.payload, m.origin) for m in batch)
+        with metrics.BRIDGE_BATCH.time():
+            queued = self.gateway.handle_batch(Inbound(m.topic, m.payload, m.origin) for m in batch)
         for message in batch:
             self.transport.ack(message)
         self._queue_for_sending(queued)
@@ -177,6 +233,7 @@ class Bridge:
                 del self._newest_retained[message.topic]
             mid = self.transport.publish(message.topic, message.payload, retain=message.retain)
             self._in_flight[mid] = outbox_id
+            metrics.MESSAGES_OUT.labels(metrics.topic_class(message.topic)).inc()
         if superseded:
             with self.store.transaction():
                 self.store.delete_outbox(superseded)

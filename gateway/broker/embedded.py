@@ -77,6 +77,10 @@ AMQTT_VERSION = "0.12.1"
 CONNECT_TIMEOUT = 10.0
 
 
+#: amqtt's listener names → the names fieldgate shows (ready line, metrics).
+LISTENER_LABELS = {"default": "mqtt", "tls": "tls", "websocket": "ws"}
+
+
 def listeners(settings: Settings) -> dict[str, dict[str, Any]]:
     """amqtt listener configs by name ('default' is the plain MQTT one, which amqtt requires)."""
     out: dict[str, dict[str, Any]] = {
@@ -285,7 +289,8 @@ class FieldgateBroker(Broker):
         assert identity is not None
         link = Connection(reader, writer, transport, incoming.keep_alive)
         self.links.add(link)
-        session, present = self.engine.attach(client_id, bool(incoming.clean_session), will, link, identity)
+        session, present = self.engine.attach(client_id, bool(incoming.clean_session), will, link, identity,
+                                              LISTENER_LABELS.get(listener_name, listener_name))
         log.debug("client connected", extra={"ctx": {**ctx, "identity": str(identity),
                                                      "clean": incoming.clean_session, "session_present": present}})
         self.engine.connack(session, present)
@@ -442,6 +447,11 @@ class EmbeddedBroker:
             await self.engine.stop()
             raise _listen_error(exc) from exc
         self._broker = broker
+
+    @property
+    def listening(self) -> bool:
+        """The listeners are open (between start and stop)."""
+        return self._broker is not None
 
     @property
     def listener_names(self) -> list[str]:

@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Protocol
 
+from gateway import metrics
 from gateway.broker.codec import (
     PUBACK,
     PUBCOMP,
@@ -111,6 +112,7 @@ class Session:
     inbound_qos2: set[int] = field(default_factory=set)  # PUBREC sent, PUBREL awaited
     packet_ids: set[int] = field(default_factory=set)  # held by deliveries sent at least once
     identity: Identity = field(default_factory=lambda: Identity(Role.local))
+    listener: str = ""  # the listener of its connection (mqtt, tls, ws; in_process for the embedded bridge)
     link: Link | None = None
     ready: bool = False  # CONNACK sent: deliveries may flow
     window: int = 20  # most deliveries in flight (0: no limit); set at attach
@@ -309,8 +311,10 @@ class Engine:
                         try:
                             started = time.perf_counter()
                             await loop.run_in_executor(self._writer, self.store.apply, batch)
+                            took = time.perf_counter() - started
+                            metrics.BROKER_COMMIT.observe(took)
                             self.commits["count"] += 1
-                            self.commits["seconds"] += time.perf_counter() - started
+                            self.commits["seconds"] += took
                             self.commits["callbacks"] += len(callbacks)
                             break
                         except Exception:
@@ -330,7 +334,7 @@ class Engine:
     # ------------------------------------------------------------------ connections
 
     def attach(self, client_id: str, clean: bool, will: tuple[str, bytes, int, bool] | None,
-               link: Link, identity: Identity) -> tuple[Session, bool]:
+               link: Link, identity: Identity, listener: str) -> tuple[Session, bool]:
         """A client connected: take over, resume or create its session. Returns (session, session_present)."""
         old = self.sessions.get(client_id)
         if old is not None and old.link is not None:
@@ -347,6 +351,7 @@ class Engine:
         else:
             s, present = old, True
         s.link, s.will, s.ready, s.last_seen, s.identity = link, will, False, self.clock(), identity
+        s.listener = listener
         # The embedded bridge's own session is the gateway itself: what it has not consumed yet was already
         # acknowledged to publishers, so it is not bounded (its backlog shows in `fieldgate sessions`), and a
         # wide window lets it commit large batches.
@@ -359,6 +364,19 @@ class Engine:
             self._save_session(s)
         self._device_event(s, True, "connected")
         return s, present
+
+    def connections(self) -> dict[tuple[str, str], int]:
+        """Connected clients by (listener, role)."""
+        out: dict[tuple[str, str], int] = {}
+        for s in self.sessions.values():
+            if s.link is not None:
+                key = (s.listener, str(s.identity.role))
+                out[key] = out.get(key, 0) + 1
+        return out
+
+    def queue_totals(self) -> tuple[int, int]:
+        """(deliveries queued or in flight, over every session; deliveries dropped from full queues so far)."""
+        return sum(s.pending() for s in self.sessions.values()), self.dropped_total
 
     def _save_session(self, s: Session) -> None:
         self._batch.sessions[s.client_id] = SessionRow(s.client_id, s.clean, s.link is not None, s.last_seen, s.will,

@@ -21,6 +21,8 @@ from gateway.errors import UnknownTopic
 
 _ID = r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}"
 _ID_RE = re.compile(_ID)
+#: A whole id, as a regular expression (the HTTP side's path and query parameters).
+ID_PATTERN = f"^{_ID}$"
 
 
 class Role(StrEnum):
@@ -88,6 +90,7 @@ ORDERSYS_ACKS = "ordersys/acks"
 ORDERSYS_ERRORS = "ordersys/errors"
 OPERATOR_COMMANDS = "operator/commands"
 OPERATOR_ERRORS = "operator/errors"
+ORDERSYS_NOTICES = "ordersys/notices"
 BROKER_EVENTS = "$fieldgate/broker"
 
 _C, _S, _O, _P = Role.courier, Role.shop, Role.ordersys, Role.operator
@@ -165,7 +168,7 @@ TOPICS: tuple[Topic, ...] = (
     Topic("orders/{order_id}/state", False, "order-state", "where an order is (a shop reads only its own)",
           read=(_S,), retained=True),
     Topic(OPERATOR_ERRORS, False, "rejection", "why an operator's command was refused", read=(_P,)),
-    Topic("ordersys/notices", False, "notice", "a message for a customer, to send by SMS or app push", read=(_O,)),
+    Topic(ORDERSYS_NOTICES, False, "notice", "a message for a customer, to send by SMS or app push", read=(_O,)),
     Topic("customers/{order_id}/notices", False, "notice", "the same, per order, for a customer app", read=(_O,)),
     Topic("shops/{shop_id}/chat", False, "chat-message, chat-read",
           "its orders' conversations (and read receipts)", read=(_S,)),

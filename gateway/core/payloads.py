@@ -6,7 +6,7 @@ from typing import TypeVar
 
 from pydantic import BaseModel, ValidationError
 
-from gateway.errors import PayloadError
+from gateway.errors import NotJson, PayloadError, TooLarge
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -18,7 +18,7 @@ def _problems(exc: ValidationError) -> list[dict[str, str]]:
 def parse(model: type[M], payload: bytes, *, max_bytes: int) -> M:
     """Validate a payload against its model, or raise PayloadError saying exactly what is wrong."""
     if len(payload) > max_bytes:
-        raise PayloadError(
+        raise TooLarge(
             f"payload is {len(payload)} bytes, more than the {max_bytes} allowed",
             hint="Send smaller messages; the limit is bridge.max_payload_bytes in broker.yaml.",
         )
@@ -27,7 +27,7 @@ def parse(model: type[M], payload: bytes, *, max_bytes: int) -> M:
     except ValidationError as exc:
         errors = exc.errors()
         if any(e["type"] == "json_invalid" for e in errors):
-            raise PayloadError(
+            raise NotJson(
                 f"payload is not valid JSON ({errors[0]['msg'].removeprefix('Invalid JSON: ')})",
                 hint="Send one UTF-8 JSON object per message.",
                 errors=_problems(exc),

@@ -24,6 +24,12 @@ One file, `<data_dir>/fieldgate.db`, in WAL mode so the CLI reads while the gate
     ratings        a customer's rating of an order      add_rating
     meta           schema version                       _migrate
     users          broker user (hashed password)        gateway/store/users.py (Users), on this connection
+    tokens         HTTP bearer token (its sha256)       gateway/store/users.py (Tokens), on this connection
+    webhooks       webhook endpoint                     add_webhook, remove_webhook, set_webhook_enabled,
+                                                        record_delivery (a 410 disables it)
+    webhook_       delivery of one event to one         add_deliveries (in the transaction that made the
+      deliveries   endpoint                             event), record_delivery, retry_delivery
+    idempotency    answered HTTP request, by its key    save_idempotent
 
 Writers call methods inside `transaction()`; nothing here commits on its own, so one inbound
 message (or one batch) is all-or-nothing. sqlite-utils creates the schema and serves the
@@ -34,7 +40,8 @@ caller's transaction (sqlite-utils' own insert helpers commit by themselves).
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+import uuid
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
@@ -56,13 +63,14 @@ from gateway.core.models import (
     Shop,
     Status,
 )
+from gateway.core.webhooks import State, Verdict, event_of
 from gateway.store import sqlite
 from gateway.store.media import MediaFiles
-from gateway.store.users import Users
+from gateway.store.users import Tokens, Users
 
 DB_NAME = "fieldgate.db"
 PURGED = "[purged]"
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 
 def db_path(data_dir: Path) -> Path:
@@ -87,6 +95,15 @@ def _shop(row: tuple[Any, ...]) -> Shop:
     return Shop(**dict(zip(_SHOP_COLUMNS.split(", "), row, strict=True)))
 
 
+#: The sources of `Store.feed`: (table, id column, time column, what a row says).
+_FEED = {
+    "event": ("order_events", "id", "at", "x.kind, x.status, x.actor, x.reason, "
+              "COALESCE(x.courier_id, o.courier_id) AS courier"),
+    "rejection": ("dead_letters", "id", "received_at", "x.topic, x.reason, o.courier_id AS courier"),
+    "notice": ("notices", "rowid", "created_at", "x.kind, x.text, x.deferred_until, o.courier_id AS courier"),
+}
+
+
 #: Final statuses in SQL, from the lifecycle's FINAL (never spelled out twice).
 _FINAL_SQL = "(" + ", ".join(f"'{s.value}'" for s in sorted(FINAL)) + ")"
 _RECORD_COLUMNS = ("order_json, status, progress, courier_id, location_json, created_at, updated_at, tracking_json, "
@@ -95,6 +112,41 @@ _RECORD_COLUMNS = ("order_json, status, progress, courier_id, location_json, cre
 
 def _iso(at: datetime) -> str:
     return at.astimezone(UTC).isoformat(timespec="milliseconds")
+
+
+@dataclass(frozen=True)
+class StoreFigures:
+    """What fieldgate.db says at a metrics scrape (`gateway.metrics`)."""
+
+    orders_by_status: dict[str, int]
+    couriers_online: int
+    outbox: int
+    webhook_backlog: int
+    oldest_webhook: str | None  # ISO time the oldest waiting delivery was made
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """A webhook delivery to make: the body for one endpoint."""
+
+    id: int
+    endpoint_id: str
+    webhook_id: str
+    payload: bytes
+    attempts: int
+    created_at: datetime
+    url: str
+    secret: str
+
+
+@dataclass(frozen=True)
+class TaskChange:
+    """A task a receipt moved on: now delivered to the courier's phone, or read on it."""
+
+    msg_id: str
+    order_id: str
+    kind: str  # delivered_to_courier | read_by_courier
+    waited: float  # seconds from the task's making to this receipt
 
 
 @dataclass(frozen=True)
@@ -114,6 +166,7 @@ class Store(sqlite.SqliteFile):
     def __init__(self, path: Path, *, readonly: bool = False, synchronous: str = "FULL", create: bool = True) -> None:
         super().__init__(path, readonly=readonly, synchronous=synchronous, create=create)
         self.users = Users(self.conn)
+        self.tokens = Tokens(self.conn)
 
     # ------------------------------------------------------------------ schema
 
@@ -219,6 +272,26 @@ class Store(sqlite.SqliteFile):
             pk="media_id", not_null={"order_id", "role", "uploader_id", "kind", "content_type", "size", "sha256",
                                      "created_at"}, if_not_exists=True,
         )
+        db["tokens"].create(
+            {"token_id": str, "user": str, "digest": str, "created_at": str, "expires_at": str, "revoked_at": str},
+            pk="token_id", not_null={"user", "digest", "created_at"}, if_not_exists=True,
+        )
+        db["webhooks"].create(
+            {"endpoint_id": str, "url": str, "events": str, "secret": str, "enabled": int, "created_at": str,
+             "disabled_reason": str},
+            pk="endpoint_id", not_null={"url", "events", "secret", "enabled", "created_at"}, if_not_exists=True,
+        )
+        db["webhook_deliveries"].create(
+            {"id": int, "endpoint_id": str, "webhook_id": str, "event": str, "order_id": str, "payload": bytes,
+             "created_at": str, "state": str, "attempts": int, "next_attempt_at": str, "last_status": int,
+             "last_error": str, "delivered_at": str},
+            pk="id", not_null={"endpoint_id", "webhook_id", "event", "payload", "created_at", "state", "attempts",
+                               "next_attempt_at"}, if_not_exists=True,
+        )
+        db["idempotency"].create(
+            {"user": str, "key": str, "request_sha": str, "status": int, "body": bytes, "created_at": str},
+            pk=("user", "key"), not_null={"request_sha", "status", "body", "created_at"}, if_not_exists=True,
+        )
         db["ratings"].create(
             {"order_id": str, "stars": int, "comment": str, "courier_id": str, "shop_id": str, "at": str},
             pk="order_id", not_null={"stars", "shop_id", "at"}, if_not_exists=True,
@@ -290,6 +363,10 @@ class Store(sqlite.SqliteFile):
             ("chat_messages", ["order_id", "role", "sender_id", "msg_id"], True),
             ("media", ["order_id", "kind", "created_at"], False),
             ("media", ["sha256"], False),
+            ("tokens", ["digest"], True),
+            ("webhook_deliveries", ["state", "endpoint_id", "order_id", "id"], False),
+            ("webhook_deliveries", ["created_at"], False),
+            ("idempotency", ["created_at"], False),
             ("commands", ["state", "id"], False),
             ("order_events", ["order_id", "id"], False),
             ("tasks", ["received_at", "superseded", "next_retry_at"], False),
@@ -416,24 +493,25 @@ class Store(sqlite.SqliteFile):
 
     def receive_tasks(
         self, courier_id: str, msg_ids: list[str], read: bool, at: datetime
-    ) -> tuple[list[tuple[str, str, str]], list[str]]:
-        """Mark this courier's tasks received (and read). Returns ([(msg_id, order_id, ack kind)], unknown)."""
-        changes: list[tuple[str, str, str]] = []
+    ) -> tuple[list[TaskChange], list[str]]:
+        """Mark this courier's tasks received (and read). Returns (what changed, msg_ids it has no task with)."""
+        changes: list[TaskChange] = []
         unknown: list[str] = []
         stamp = _iso(at)
         for msg_id in dict.fromkeys(msg_ids):
             row = self.conn.execute(
-                "SELECT order_id, received_at, read_at FROM tasks WHERE msg_id = ? AND courier_id = ?",
+                "SELECT order_id, received_at, read_at, created_at FROM tasks WHERE msg_id = ? AND courier_id = ?",
                 (msg_id, courier_id),
             ).fetchone()
             if row is None:
                 unknown.append(msg_id)
                 continue
-            order_id, received_at, read_at = row
+            order_id, received_at, read_at, created_at = row
+            waited = (at - datetime.fromisoformat(created_at)).total_seconds()
             if received_at is None:
-                changes.append((msg_id, order_id, "delivered_to_courier"))
+                changes.append(TaskChange(msg_id, order_id, "delivered_to_courier", waited))
             if read and read_at is None:
-                changes.append((msg_id, order_id, "read_by_courier"))
+                changes.append(TaskChange(msg_id, order_id, "read_by_courier", waited))
             self.conn.execute(
                 "UPDATE tasks SET received_at = COALESCE(received_at, ?), "
                 "read_at = CASE WHEN ? THEN COALESCE(read_at, ?) ELSE read_at END WHERE msg_id = ?",
@@ -615,6 +693,13 @@ class Store(sqlite.SqliteFile):
                                  max_active))
         return out
 
+    def couriers_of_shop(self, shop_id: str) -> set[str]:
+        """The couriers registered to ride for a shop, and those on its active orders."""
+        rows = self.conn.execute(
+            "SELECT courier_id FROM courier_shops WHERE shop_id = ? UNION SELECT courier_id FROM orders "
+            f"WHERE shop_id = ? AND courier_id IS NOT NULL AND status NOT IN {_FINAL_SQL}", (shop_id, shop_id))
+        return {row[0] for row in rows}
+
     def shops_of(self, courier_id: str) -> list[str]:
         return [row[0] for row in self.conn.execute("SELECT shop_id FROM courier_shops WHERE courier_id = ?",
                                                     (courier_id,))]
@@ -791,6 +876,123 @@ class Store(sqlite.SqliteFile):
                                 (order_id, stars, comment, courier_id, shop_id, _iso(at)))
         return cur.rowcount == 1
 
+    # ------------------------------------------------------------------ webhooks (the HTTP outbox)
+
+    def add_webhook(self, url: str, events: list[str], secret: str, at: datetime) -> str:
+        endpoint_id = f"ep_{uuid.uuid4().hex[:10]}"
+        self.conn.execute("INSERT INTO webhooks (endpoint_id, url, events, secret, enabled, created_at) "
+                          "VALUES (?, ?, ?, ?, 1, ?)", (endpoint_id, url, ",".join(events), secret, _iso(at)))
+        return endpoint_id
+
+    def webhooks(self) -> list[dict[str, Any]]:
+        rows = list(self.db.query(
+            "SELECT w.endpoint_id, w.url, w.events, w.secret, w.enabled, w.created_at, w.disabled_reason, "
+            "(SELECT COUNT(*) FROM webhook_deliveries d WHERE d.endpoint_id = w.endpoint_id AND d.state = 'pending') "
+            " AS pending, "
+            "(SELECT COUNT(*) FROM webhook_deliveries d WHERE d.endpoint_id = w.endpoint_id AND d.state IN "
+            " ('failed', 'gave_up')) AS failed FROM webhooks w ORDER BY w.created_at"))
+        for row in rows:
+            row["events"] = row["events"].split(",")
+            row["enabled"] = bool(row["enabled"])
+        return rows
+
+    def remove_webhook(self, endpoint_id: str) -> bool:
+        self.conn.execute("DELETE FROM webhook_deliveries WHERE endpoint_id = ?", (endpoint_id,))
+        return self.conn.execute("DELETE FROM webhooks WHERE endpoint_id = ?", (endpoint_id,)).rowcount == 1
+
+    def set_webhook_enabled(self, endpoint_id: str, enabled: bool) -> bool:
+        """Enable an endpoint (after a 410 disabled it), or disable it; False if there is no such endpoint."""
+        return self.conn.execute("UPDATE webhooks SET enabled = ?, disabled_reason = NULL WHERE endpoint_id = ?",
+                                 (int(enabled), endpoint_id)).rowcount == 1
+
+    def add_deliveries(self, messages: list[Outgoing], at: datetime) -> int:
+        """One delivery row per event an endpoint subscribes to, in the transaction that made the events (an endpoint
+        disabled by a 410 gets them too: they wait for it to be enabled). The body is what the endpoint receives:
+        {"type": event, "timestamp": …, "data": the message's payload}."""
+        endpoints = self.conn.execute("SELECT endpoint_id, events FROM webhooks").fetchall()
+        if not endpoints:
+            return 0
+        rows = []
+        for m in messages:
+            event = event_of(m.topic)
+            if event is None:
+                continue
+            data = json.loads(m.payload)
+            body = json.dumps({"type": event, "timestamp": _iso(at), "data": data}, ensure_ascii=False).encode()
+            for endpoint_id, events in endpoints:
+                if event in events.split(","):
+                    rows.append((endpoint_id, f"msg_{uuid.uuid4().hex}", event, data.get("order_id"), body,
+                                 _iso(at), _iso(at)))
+        self.conn.executemany(
+            "INSERT INTO webhook_deliveries (endpoint_id, webhook_id, event, order_id, payload, created_at, state, "
+            "attempts, next_attempt_at) VALUES (?, ?, ?, ?, ?, ?, 'pending', 0, ?)", rows)
+        return len(rows)
+
+    def due_deliveries(self, now: datetime, busy: Iterable[int], limit: int = 200) -> list[Delivery]:
+        """Deliveries to send now: for each endpoint and order, only the oldest pending one (so an order's events
+        arrive in order), if it is due and not being sent already (`busy`)."""
+        skip = list(busy)
+        rows = self.conn.execute(
+            "SELECT d.id, d.endpoint_id, d.webhook_id, d.payload, d.attempts, d.created_at, w.url, w.secret "
+            "FROM webhook_deliveries d JOIN webhooks w ON w.endpoint_id = d.endpoint_id AND w.enabled = 1 "
+            "WHERE d.state = 'pending' AND d.next_attempt_at <= ? AND d.id = ("
+            " SELECT MIN(e.id) FROM webhook_deliveries e WHERE e.endpoint_id = d.endpoint_id AND e.state = 'pending'"
+            " AND e.order_id IS d.order_id) "
+            f"AND d.id NOT IN ({', '.join('?' * len(skip))}) ORDER BY d.id LIMIT ?",
+            [_iso(now), *skip, limit]).fetchall()
+        return [Delivery(*row[:5], datetime.fromisoformat(row[5]), *row[6:]) for row in rows]
+
+    def record_delivery(self, delivery: Delivery, verdict: Verdict, at: datetime, status: int | None,
+                        error: str | None) -> None:
+        """The outcome of one attempt (`gateway.core.webhooks.judge`); a 410 disables the endpoint."""
+        self.conn.execute(
+            "UPDATE webhook_deliveries SET state = ?, attempts = attempts + 1, last_status = ?, last_error = ?, "
+            "next_attempt_at = COALESCE(?, next_attempt_at), delivered_at = ? WHERE id = ?",
+            (verdict.state, status, error, None if verdict.next_attempt_at is None else _iso(verdict.next_attempt_at),
+             _iso(at) if verdict.state == State.delivered else None, delivery.id))
+        if verdict.disable_endpoint:
+            self.conn.execute("UPDATE webhooks SET enabled = 0, disabled_reason = ? WHERE endpoint_id = ?",
+                              (f"{error} at {_iso(at)}", delivery.endpoint_id))
+
+    def deliveries(self, *, failed_only: bool = False, limit: int = 50) -> list[dict[str, Any]]:
+        """The newest deliveries (or only those failed or given up), newest first."""
+        where = "WHERE state IN ('failed', 'gave_up')" if failed_only else ""
+        return list(self.db.query(
+            "SELECT id, endpoint_id, webhook_id, event, order_id, state, attempts, last_status, last_error, "
+            f"created_at, next_attempt_at, delivered_at FROM webhook_deliveries {where} ORDER BY id DESC LIMIT ?",
+            [limit]))
+
+    def retry_delivery(self, delivery_id: int, at: datetime) -> bool:
+        """Send a failed (or given up) delivery again, as soon as possible, with the same webhook-id."""
+        return self.conn.execute(
+            "UPDATE webhook_deliveries SET state = 'pending', next_attempt_at = ? WHERE id = ? "
+            "AND state IN ('failed', 'gave_up')", (_iso(at), delivery_id)).rowcount == 1
+
+    def gauges(self) -> StoreFigures:
+        """The figures a metrics scrape reads (cheap: no count over fixes or events)."""
+        count, oldest = self.conn.execute(
+            "SELECT COUNT(*), MIN(created_at) FROM webhook_deliveries WHERE state = 'pending'").fetchone()
+        return StoreFigures(
+            orders_by_status=dict(self.conn.execute("SELECT status, COUNT(*) FROM orders GROUP BY status").fetchall()),
+            couriers_online=self.conn.execute("SELECT COUNT(*) FROM couriers WHERE online = 1").fetchone()[0],
+            outbox=self.conn.execute("SELECT COUNT(*) FROM outbox").fetchone()[0],
+            webhook_backlog=count, oldest_webhook=oldest)
+
+    # ------------------------------------------------------------------ HTTP idempotency keys
+
+    def idempotent(self, user: str, key: str, since: datetime) -> tuple[str, int, bytes] | None:
+        """(request sha, status, body) answered to this user's key after `since`."""
+        row = self.conn.execute("SELECT request_sha, status, body FROM idempotency WHERE user = ? AND key = ? "
+                                "AND created_at > ?", (user, key, _iso(since))).fetchone()
+        return None if row is None else (row[0], row[1], bytes(row[2]))
+
+    def save_idempotent(self, user: str, key: str, request_sha: str, status: int, body: bytes, at: datetime,
+                        forget_before: datetime) -> None:
+        """Keep an answer under its key; forget the answers of keys older than `forget_before`."""
+        self.conn.execute("DELETE FROM idempotency WHERE created_at < ?", (_iso(forget_before),))
+        self.conn.execute("INSERT OR REPLACE INTO idempotency VALUES (?, ?, ?, ?, ?, ?)",
+                          (user, key, request_sha, status, body, _iso(at)))
+
     # ------------------------------------------------------------------ operator commands (the CLI's inbox)
 
     def submit_command(self, payload: bytes, at: datetime) -> int:
@@ -848,7 +1050,8 @@ class Store(sqlite.SqliteFile):
 
     # ------------------------------------------------------------------ personal data
 
-    def purge_personal_data(self, before: datetime) -> tuple[dict[str, int], set[str]]:
+    def purge_personal_data(self, before: datetime, progress: Callable[[int, int], None] | None = None,
+                            ) -> tuple[dict[str, int], set[str]]:
         """Remove personal data older than `before`: recipients, addresses and notes of orders that ended
         (delivered, failed, cancelled) before it, and of their tasks; their conversations, uploads and rating
         comments; raw payloads of dead letters and GPS fixes received before it. Order ids, statuses, timelines
@@ -862,7 +1065,7 @@ class Store(sqlite.SqliteFile):
         ]
         chats = media = 0
         shas: set[str] = set()
-        for order_json in ended:
+        for done, order_json in enumerate(ended, 1):
             order = Order.model_validate_json(order_json)
             scrubbed = order.model_copy(update={
                 "recipient": order.recipient.model_copy(update={"name": PURGED, "phone": "000"}),
@@ -879,12 +1082,16 @@ class Store(sqlite.SqliteFile):
                                                          (order.order_id,))}
             media += self.conn.execute("DELETE FROM media WHERE order_id = ?", (order.order_id,)).rowcount
             self.conn.execute("UPDATE ratings SET comment = NULL WHERE order_id = ?", (order.order_id,))
+            if progress is not None and (done % 100 == 0 or done == len(ended)):
+                progress(done, len(ended))
         dead = self.conn.execute("UPDATE dead_letters SET payload = NULL WHERE received_at < ? AND payload IS NOT NULL",
                                  (stamp,)).rowcount
         fixes = self.conn.execute("DELETE FROM gps_fixes WHERE received_at < ?", (stamp,)).rowcount
+        webhooks = self.conn.execute("DELETE FROM webhook_deliveries WHERE created_at < ? AND state != 'pending'",
+                                     (stamp,)).rowcount
         unnamed = shas - self.media_shas()
         counts = {"orders": len(ended), "chat_messages": chats, "media": media, "dead_letters": dead,
-                  "gps_fixes": fixes}
+                  "gps_fixes": fixes, "webhook_deliveries": webhooks}
         return counts, unnamed
 
     # ------------------------------------------------------------------ reads for operators
@@ -905,6 +1112,68 @@ class Store(sqlite.SqliteFile):
             f"{clause} ORDER BY updated_at DESC LIMIT ?", [*params, limit]))
         total = self.conn.execute(f"SELECT COUNT(*) FROM orders{clause}", params).fetchone()[0]
         return rows, total
+
+    def orders_page(
+        self, *, status: str | None = None, shop_id: str | None = None, courier_id: str | None = None,
+        after: tuple[str, str] | None = None, limit: int = 50,
+    ) -> tuple[list[OrderRecord], tuple[str, str] | None]:
+        """Orders matching the filters, newest first, from after the (created_at, order_id) of `after` (keyset
+        pagination: stable while orders change); the key of the last one if there are more."""
+        where, params = [], []
+        for column, value in (("status", status), ("shop_id", shop_id), ("courier_id", courier_id)):
+            if value is not None:
+                where.append(f"{column} = ?")
+                params.append(value)
+        if after is not None:
+            where.append("(created_at, order_id) < (?, ?)")
+            params += after
+        clause = (" WHERE " + " AND ".join(where)) if where else ""
+        rows = self.conn.execute(
+            f"SELECT {_RECORD_COLUMNS}, order_id FROM orders{clause} ORDER BY created_at DESC, order_id DESC LIMIT ?",
+            [*params, limit + 1]).fetchall()
+        records = [_record(row[:-1]) for row in rows[:limit]]
+        more = len(rows) > limit
+        return records, (_iso(records[-1].created_at), records[-1].order_id) if more else None
+
+    def fixes(self, courier_id: str, start: float, end: float, limit: int) -> tuple[list[dict[str, Any]], bool]:
+        """A courier's fixes with start <= tst <= end (epoch seconds), oldest first, every device's; and whether
+        there were more than `limit` (the first `limit` are returned)."""
+        rows = list(self.db.query(
+            "SELECT tst, lat, lon, acc, alt, vel, cog, batt, device FROM gps_fixes WHERE courier_id = ? "
+            "AND tst BETWEEN ? AND ? ORDER BY tst, device LIMIT ?", [courier_id, start, end, limit + 1]))
+        return rows[:limit], len(rows) > limit
+
+    def feed_heads(self) -> dict[str, int]:
+        """The newest row id of each source of `feed`: follow from here."""
+        return {source: self.conn.execute(f"SELECT COALESCE(MAX({key}), 0) FROM {table}").fetchone()[0]
+                for source, (table, key, _, _) in _FEED.items()}
+
+    def feed(self, after: dict[str, int] | None, *, shop_id: str | None = None, courier_id: str | None = None,
+             order_id: str | None = None, limit: int = 200) -> list[dict[str, Any]]:
+        """What happened — timeline entries, refused messages, customers' notices — matching the filters: the first
+        `limit` of each source after the ids in `after`, or (after=None) the last `limit` of each; oldest first.
+        A refused message matches a shop or courier whose order it names or whose topic it came on."""
+        rows: list[dict[str, Any]] = []
+        for source, (table, key, at, columns) in _FEED.items():
+            where, params = ([f"x.{key} > ?"], [after[source]]) if after is not None else ([], [])
+            if order_id is not None:
+                where.append("x.order_id = ?")
+                params.append(order_id)
+            if shop_id is not None:
+                where.append("(o.shop_id = ?" + (" OR x.topic LIKE ?)" if source == "rejection" else ")"))
+                params += [shop_id, f"shops/{shop_id}/%"] if source == "rejection" else [shop_id]
+            if courier_id is not None:
+                where.append("(courier = ?" + (" OR x.topic LIKE ? OR x.topic LIKE ?)" if source == "rejection"
+                                               else ")"))
+                params += [courier_id, f"couriers/{courier_id}/%", f"owntracks/{courier_id}/%"] \
+                    if source == "rejection" else [courier_id]
+            clause = f" WHERE {' AND '.join(where)}" if where else ""
+            found = list(self.db.query(
+                f"SELECT '{source}' AS source, x.{key} AS id, x.{at} AS at, x.order_id, o.shop_id, {columns} "
+                f"FROM {table} x LEFT JOIN orders o ON o.order_id = x.order_id{clause} "
+                f"ORDER BY x.{key} {'ASC' if after is not None else 'DESC'} LIMIT ?", [*params, limit]))
+            rows += found if after is not None else found[::-1]
+        return sorted(rows, key=lambda r: r["at"])
 
     def timeline(self, order_id: str) -> list[dict[str, Any]]:
         return list(
@@ -1048,10 +1317,11 @@ def _from_json(kind: type[T], text: str | None) -> T:
     return kind(**data)
 
 
-def purge(store: Store, data_dir: Path, before: datetime) -> dict[str, int]:
+def purge(store: Store, data_dir: Path, before: datetime,
+          progress: Callable[[int, int], None] | None = None) -> dict[str, int]:
     """`Store.purge_personal_data` in one transaction, then the media files it left unnamed."""
     with store.transaction():
-        counts, unnamed = store.purge_personal_data(before)
+        counts, unnamed = store.purge_personal_data(before, progress)
     files = MediaFiles(data_dir)
     for sha in unnamed:
         files.remove(sha)

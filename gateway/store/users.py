@@ -1,13 +1,18 @@
-"""The `users` table of fieldgate.db: the only code that writes it.
+"""The `users` and `tokens` tables of fieldgate.db: the only code that writes them.
 
-The table is created by the store's migration (`gateway.store.tables`); this class reads and
-writes its rows on the store's connection. Password hashing is `gateway.auth`'s.
+The tables are created by the store's migration (`gateway.store.tables`); this class reads and
+writes their rows on the store's connection. Password hashing is `gateway.auth`'s. A bearer token
+(for the HTTP side) is `fg_<id>_<secret>`; only the sha256 of the whole token is stored, so a
+stolen database yields no usable token. Tokens expire (optionally) and can be revoked.
 """
 
 from __future__ import annotations
 
+import hashlib
+import secrets
 import sqlite3
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 from gateway.auth import hash_password
 from gateway.core.acl import USER_ROLES, Role
@@ -79,3 +84,54 @@ class Users:
         row = self.conn.execute("SELECT name, role, id, created_at, password_hash FROM users WHERE name = ?",
                                 (name,)).fetchone()
         return None if row is None else (User(row[0], Role(row[1]), row[2], row[3]), row[4])
+
+
+@dataclass(frozen=True)
+class Token:
+    token_id: str
+    user: str
+    created_at: str
+    expires_at: str | None
+    revoked_at: str | None
+
+
+def _digest(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+class Tokens:
+    """Rows of the `tokens` table: bearer tokens of users, for the HTTP side."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
+
+    def create(self, user: str, expires_at: datetime | None) -> tuple[Token, str]:
+        """A new token for `user`; the token itself is returned once, never stored."""
+        if Users(self.conn).get(user) is None:
+            raise UserError(f"no user {user!r}", hint="Add it first with `fieldgate users add`.")
+        token_id = secrets.token_hex(4)
+        token = f"fg_{token_id}_{secrets.token_urlsafe(32)}"
+        now = datetime.now(UTC).isoformat(timespec="seconds")
+        self.conn.execute("INSERT INTO tokens (token_id, user, digest, created_at, expires_at) VALUES (?, ?, ?, ?, ?)",
+                          (token_id, user, _digest(token), now,
+                           None if expires_at is None else expires_at.astimezone(UTC).isoformat(timespec="seconds")))
+        return Token(token_id, user, now, None if expires_at is None else expires_at.isoformat(), None), token
+
+    def list(self) -> list[Token]:
+        rows = self.conn.execute("SELECT token_id, user, created_at, expires_at, revoked_at FROM tokens "
+                                 "ORDER BY created_at, token_id")
+        return [Token(*row) for row in rows]
+
+    def revoke(self, token_id: str) -> None:
+        now = datetime.now(UTC).isoformat(timespec="seconds")
+        if self.conn.execute("UPDATE tokens SET revoked_at = ? WHERE token_id = ? AND revoked_at IS NULL",
+                             (now, token_id)).rowcount == 0:
+            raise UserError(f"no live token {token_id!r}", hint="List them with `fieldgate tokens list`.")
+
+    def user_of(self, token: str, now: datetime) -> User | None:
+        """The user of a live (not revoked, not expired) token, or None."""
+        row = self.conn.execute(
+            "SELECT u.name, u.role, u.id, u.created_at FROM tokens t JOIN users u ON u.name = t.user "
+            "WHERE t.digest = ? AND t.revoked_at IS NULL AND (t.expires_at IS NULL OR t.expires_at > ?)",
+            (_digest(token), now.astimezone(UTC).isoformat(timespec="seconds"))).fetchone()
+        return None if row is None else User(row[0], Role(row[1]), row[2], row[3])

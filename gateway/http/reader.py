@@ -1,0 +1,31 @@
+"""The HTTP side's view of fieldgate.db: read-only, beside the bridge that writes it (WAL).
+
+One connection, one reader at a time: the reads behind a request take milliseconds, and the
+HTTP side's threads (request handlers, the webhook sender, metrics) share it through `with
+reader() as store:`. Nothing here writes; writes go through the bridge (`Bridge.request`,
+`Bridge.call`), the one writer of fieldgate.db.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from gateway.store.tables import Store
+
+
+class Reader:
+    def __init__(self, path: Path) -> None:
+        self._store = Store(path, readonly=True)
+        self._lock = threading.Lock()
+
+    @contextmanager
+    def __call__(self) -> Iterator[Store]:
+        with self._lock:
+            yield self._store
+
+    def close(self) -> None:
+        with self._lock:
+            self._store.close()
