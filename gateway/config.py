@@ -92,6 +92,18 @@ class WebhookSettings(_Section):
         return timedelta(hours=self.give_up_hours)
 
 
+class WebSettings(_Section):
+    public_url: str = Field(default="", pattern=r"^(https?://[^/?#\s]+(/[^?#\s]*)?)?$")
+    tile_url: str = "https://tile.openstreetmap.org/{z}/{x}/{y}.png"
+    tile_attribution: str = "© OpenStreetMap contributors"
+    tracking_hours: float = Field(default=48.0, ge=0)
+    session_hours: float = Field(default=168.0, gt=0)
+
+    @property
+    def tracking(self) -> timedelta:
+        return timedelta(hours=self.tracking_hours)
+
+
 class BrokerSettings(_Section):
     max_inflight_messages: int = Field(default=20, ge=0, le=65535)
     retry_interval_seconds: float = Field(default=20.0, gt=0)
@@ -181,6 +193,7 @@ class Settings(_Section):
     notices: NoticesSettings = NoticesSettings()
     media: MediaSettings = MediaSettings()
     webhooks: WebhookSettings = WebhookSettings()
+    web: WebSettings = WebSettings()
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
     _config_path: Path | None = PrivateAttr(default=None)

@@ -50,7 +50,8 @@ def _stop_on_signals() -> asyncio.Event:
 
 
 def _http_side(settings: Settings, bridge: Bridge, checks: Callable[[], dict[str, bool]]) -> HttpSide | None:
-    """The HTTP side (not started), or None when http.enabled is off; FastAPI and uvicorn load only if it is on.
+    """The HTTP side (bound, not started: the bridge now knows the tracking links' address), or None when
+    http.enabled is off; FastAPI and uvicorn load only if it is on.
     `checks` says whether the broker and the bridge are ready (the side adds its databases)."""
     if not settings.http.enabled:
         return None
@@ -83,10 +84,10 @@ async def _serve(settings: Settings) -> None:
     loop = asyncio.get_running_loop()
     http = None
     try:
-        await broker.start()
-        await asyncio.to_thread(bridge.start)
         http = _http_side(settings, bridge, lambda: {"broker": broker.listening,
                                                      "bridge": bridge.running and bridge.connected})
+        await broker.start()
+        await asyncio.to_thread(bridge.start)
         if http is not None:
             await asyncio.to_thread(http.start)
         metrics.RUNTIME.connections = lambda: _on_loop(loop, broker.engine.connections)

@@ -47,7 +47,7 @@ def test_every_key_is_documented_in_broker_yaml_and_docs():
         default = Settings()
         for part in key.split("."):
             default = getattr(default, part)
-        shown = f"{default:g}" if isinstance(default, float) else str(default)
+        shown = f"{default:g}" if isinstance(default, float) else (str(default) or '""')
         assert f"default `{shown}`" in docs, f"docs/config.md gives the wrong default for {key}"
 
 

@@ -7,7 +7,7 @@ import json
 import ssl
 import time
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +28,7 @@ from gateway.http.auth import HttpAuth, RateLimit
 from gateway.http.problems import HttpProblem
 from gateway.http.reader import Reader
 from gateway.store.tables import Store, db_path
+from gateway.web.session import Sessions
 
 PROBLEM = "application/problem+json"
 
@@ -108,10 +109,11 @@ def test_basic_credentials_and_tokens_and_their_revocation(gw, ids):
 def test_basic_credentials_are_refused_from_another_machine_without_tls(gw):
     reader = Reader(db_path(gw.data_dir))
     try:
-        plain = HttpAuth(reader, tls=False, local_token="", rate=0)
+        sessions = Sessions(bytes(32), timedelta(hours=1))
+        plain = HttpAuth(reader, sessions, tls=False, local_token="", rate=0)
         with pytest.raises(HttpProblem, match="only taken over TLS or from this machine"):
             plain.identify("Basic dXNlcjpwYXNz", "192.0.2.7")
-        over_tls = HttpAuth(reader, tls=True, local_token="", rate=0)
+        over_tls = HttpAuth(reader, sessions, tls=True, local_token="", rate=0)
         with pytest.raises(HttpProblem, match="wrong user name or password"):
             over_tls.identify("Basic dXNlcjpwYXNz", "192.0.2.7")
     finally:
@@ -138,11 +140,16 @@ def test_an_order_by_http_takes_the_mqtt_path(gw, peers, ids):
     with client(gw, erp) as http:
         first = http.post("/api/v1/orders", json=placed)
         assert first.status_code == 202, first.text
-        assert first.json() == {"order_id": oid, "status": "created", "duplicate": False}
-        acks.wait_for("ordersys/acks", lambda a: a["order_id"] == oid and a["kind"] == "accepted")
+        body = first.json()
+        link = body.pop("tracking_url")
+        assert body == {"order_id": oid, "status": "created", "duplicate": False}
+        assert link.startswith(f"{gw.url}/t/")
+        [ack] = acks.wait_for("ordersys/acks", lambda a: a["order_id"] == oid and a["kind"] == "accepted")
+        assert ack["tracking_url"] == link
         terminal.wait_for(f"shops/{shop}/orders", lambda e: e["kind"] == "created")
         again = http.post("/api/v1/orders", json=placed)
         assert again.status_code == 200 and again.json()["duplicate"] is True
+        assert again.json()["tracking_url"] == link  # the same link every time
         changed = http.post("/api/v1/orders", json={**placed, "notes": "ring twice"})
         assert changed.status_code == 202 and changed.json()["duplicate"] is False
         detail = http.get(f"/api/v1/orders/{oid}").json()

@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import secrets
 import time
 import uuid
 from collections.abc import Callable, Iterable
@@ -28,7 +29,7 @@ from gateway import metrics
 from gateway.bridge.customers import Customers
 from gateway.bridge.dispatch import Dispatcher
 from gateway.config import Settings
-from gateway.core import contract, lifecycle
+from gateway.core import contract, lifecycle, tracking
 from gateway.core.acl import Identity, Role
 from gateway.core.contract import Kind, Route
 from gateway.core.lifecycle import Outcome, Outgoing
@@ -53,6 +54,7 @@ from gateway.core.models import (
 from gateway.core.payloads import parse
 from gateway.core.webhooks import Verdict
 from gateway.errors import InternalError, KeyReused, PayloadError, Rejected, UnknownOrder
+from gateway.store.datadir import secret_key
 from gateway.store.tables import Delivery, Store
 
 log = logging.getLogger("fieldgate.gateway")
@@ -122,7 +124,11 @@ class Gateway:
         self._online: dict[str, bool | None] = {}  # courier -> online as stored
         self._newest: dict[str, Fix | None] = {}  # courier -> its newest fix
         self._couriers_changed: set[str] = set()  # couriers whose active orders changed in this transaction
-        self.on_deliveries: Callable[[], None] | None = None  # called after a commit that made webhook deliveries
+        #: Called after each commit with the messages it published and how many webhook deliveries it made.
+        self.on_commit: Callable[[list[Outgoing], int], None] | None = None
+        #: Where customers open tracking links (the HTTP side sets it to its own address if web.public_url is "").
+        self.public_url = settings.web.public_url or f"http://{settings.http.host}:{settings.http.port}"
+        self.key = secret_key(store.path.parent)  # beside fieldgate.db
         self.dispatch = Dispatcher(store, settings, new_id, self._apply)
         self.customers = Customers(store, settings, new_id, self._apply, self._order)
 
@@ -196,8 +202,8 @@ class Gateway:
         except BaseException:
             self._forget_couriers()
             raise
-        if deliveries and self.on_deliveries is not None:
-            self.on_deliveries()
+        if self.on_commit is not None and out:
+            self.on_commit(out, deliveries)
         return rows
 
     def _forget_couriers(self) -> None:
@@ -270,6 +276,8 @@ class Gateway:
                 existing = self.store.get_order(order.order_id)
                 courier = self.dispatch.courier(order.courier_id or (existing.courier_id if existing else None))
                 outcome = lifecycle.on_order(existing, order, now, self.new_id, courier=courier)
+                outcome.acks = [a.model_copy(update={"tracking_url": self._tracking_url(outcome.record, now)})
+                                if a.kind == "accepted" else a for a in outcome.acks]
                 if outcome.acks and outcome.acks[0].duplicate:
                     log.info("duplicate order acknowledged again", extra={"ctx": {"order_id": order.order_id}})
                 out = self._apply(outcome, now)
@@ -323,6 +331,17 @@ class Gateway:
                 log.info("embedded broker started: its connections of before are offline")
                 return out
         raise AssertionError(f"unrouted kind {route.kind}")
+
+    def _tracking_url(self, record: lifecycle.OrderRecord, now: datetime) -> str | None:
+        """The order's tracking link: the same one each time; made when an active order has none yet."""
+        nonce = self.store.tracking_nonce(record.order_id)
+        if nonce is None:
+            if not record.active:
+                return None
+            nonce = secrets.token_hex(8)
+            token = tracking.token(self.key, record.order_id, nonce)
+            self.store.add_tracking(record.order_id, nonce, tracking.digest(token), now)
+        return tracking.url(self.public_url, tracking.token(self.key, record.order_id, nonce))
 
     def _order(self, order_id: str, msg_id: str | None) -> lifecycle.OrderRecord:
         record = self.store.get_order(order_id)

@@ -143,6 +143,8 @@ class Ack(_Out):
     reason_code: ReasonCode | None = Field(default=None, description="status_changed to exception: what went wrong")
     eta_at: AwareDatetime | None = Field(default=None, description="delayed: the new estimated arrival")
     media_id: str | None = Field(default=None, description="status_changed to delivered: the proof-of-delivery photo")
+    tracking_url: str | None = Field(default=None, description="accepted: the customer's tracking page "
+                                     "(web.public_url + /t/{token}); the same link every time")
     at: AwareDatetime = Field(default_factory=utcnow)
 
 

@@ -47,11 +47,22 @@ from gateway.config import Settings
 from gateway.core import acl, contract
 from gateway.core.acl import Identity, Role
 from gateway.core.lifecycle import OrderRecord
-from gateway.core.models import Ack, FieldProblem, MediaAck, MediaKind, Order, ShopCommand, Status
+from gateway.core.models import (
+    Ack,
+    ChatHistory,
+    ChatIn,
+    FieldProblem,
+    MediaAck,
+    MediaKind,
+    Order,
+    ShopCommand,
+    Status,
+)
 from gateway.errors import PayloadError, Rejected, TooLarge, UnsupportedType
 from gateway.http import problems, tracks
 from gateway.http.auth import HttpAuth
 from gateway.http.models import (
+    ChatPosted,
     CommandDone,
     Couriers,
     CourierSummary,
@@ -64,7 +75,10 @@ from gateway.http.models import (
 )
 from gateway.http.problems import HttpProblem, Problem, problem
 from gateway.http.reader import Reader
+from gateway.store.media import MediaFiles
 from gateway.store.tables import Store
+from gateway.web.live import Hub
+from gateway.web.session import COOKIE, CSRF_HEADER
 
 log = logging.getLogger("fieldgate.http")
 
@@ -84,9 +98,11 @@ class Context:
     reader: Reader
     auth: HttpAuth
     checks: Callable[[], dict[str, bool]]  # readiness of each part
+    hub: Hub  # the pages' live updates
+    media: MediaFiles
 
 
-def _ctx(request: Request) -> Context:
+def context(request: Request) -> Context:
     ctx: Context = request.app.state.ctx
     return ctx
 
@@ -102,7 +118,9 @@ def caller(
 ) -> Identity:
     """Who sent the request (the two parameters only document the schemes in /openapi.json)."""
     peer = request.client.host if request.client else None
-    return _ctx(request).auth.identify(request.headers.get("authorization"), peer)
+    return context(request).auth.identify(request.headers.get("authorization"), peer,
+                                       cookie=request.cookies.get(COOKIE), csrf=request.headers.get(CSRF_HEADER),
+                                       write=request.method not in ("GET", "HEAD", "OPTIONS"))
 
 
 Caller = Annotated[Identity, Depends(caller)]
@@ -143,7 +161,7 @@ def _order_reply(handled: Handled) -> Reply:
     ack = next(a for a in acks if a.kind == "accepted")
     assert ack.order_id is not None and ack.status is not None
     return _reply(200 if ack.duplicate else 202, OrderAccepted(order_id=ack.order_id, status=ack.status,
-                                                               duplicate=ack.duplicate))
+                                                               duplicate=ack.duplicate, tracking_url=ack.tracking_url))
 
 
 @_answer
@@ -158,6 +176,14 @@ def _command_reply(handled: Handled) -> Reply:
 def _media_reply(handled: Handled) -> Reply:
     ack = next(a for a in _published(handled, lambda t: t.endswith("/media/ack")))
     return _reply(201, MediaStored.model_validate(MediaAck.model_validate(ack).model_dump()))
+
+
+@_answer
+def _chat_reply(handled: Handled) -> Reply:
+    order = handled.order
+    assert order is not None
+    seq = next((m["seq"] for m in _published(handled, lambda t: t.endswith("/chat")) if "seq" in m), None)
+    return _reply(201 if seq else 200, ChatPosted(order_id=order.order_id, seq=seq, duplicate=seq is None))
 
 
 async def _body(request: Request, limit: int) -> tuple[bytes, bool]:
@@ -179,31 +205,47 @@ def _is_json(content_type: str | None) -> bool:
     return media == "application/json" or (media.startswith("application/") and media.endswith("+json"))
 
 
-def _with_order_id(order_id: str) -> Callable[[bytes], tuple[bytes, Rejected | None]]:
-    """The command body with the path's order_id filled in; a different one in the body is refused."""
+Transform = Callable[[bytes], tuple[bytes, Rejected | None]]
+
+
+def rewrite(change: Callable[[dict[str, Any]], dict[str, Any]]) -> Transform:
+    """A body that is a JSON object, changed by `change` (which may raise Rejected to refuse it); any other body is
+    left as it is, for the gateway to say what is wrong with it."""
 
     def transform(body: bytes) -> tuple[bytes, Rejected | None]:
         try:
             data = json.loads(body)
         except (ValueError, UnicodeDecodeError, RecursionError):
-            return body, None  # the gateway says what is wrong with it
+            return body, None
         if not isinstance(data, dict):
             return body, None
-        named = data.setdefault("order_id", order_id)
-        if named != order_id:
-            return body, PayloadError(f"the body names order {named!r} but the path names {order_id!r}",
-                                      hint="Leave order_id out of the body: the path names the order.",
-                                      order_id=order_id, errors=[{"loc": "order_id", "msg": "not the path's"}])
-        return json.dumps(data).encode(), None
+        try:
+            return json.dumps(change(data)).encode(), None
+        except Rejected as exc:
+            return body, exc
 
     return transform
 
 
-async def _submit(request: Request, who: Identity, topic: str | None, respond: Callable[[Handled], Reply], *,
+def _with_order_id(order_id: str) -> Transform:
+    """The body with the path's order_id filled in; a different one in the body is refused."""
+
+    def fill(data: dict[str, Any]) -> dict[str, Any]:
+        named = data.setdefault("order_id", order_id)
+        if named != order_id:
+            raise PayloadError(f"the body names order {named!r} but the path names {order_id!r}",
+                               hint="Leave order_id out of the body: the path names the order.",
+                               order_id=order_id, errors=[{"loc": "order_id", "msg": "not the path's"}])
+        return data
+
+    return rewrite(fill)
+
+
+async def submit(request: Request, who: Identity, topic: str | None, respond: Callable[[Handled], Reply], *,
                   limit: int, json_body: bool, key: str | None = None,
-                  transform: Callable[[bytes], tuple[bytes, Rejected | None]] | None = None) -> Response:
+                  transform: Transform | None = None) -> Response:
     """Hand a write to the bridge as the message on `topic` it stands for, and answer what became of it."""
-    ctx = _ctx(request)
+    ctx = context(request)
     if topic is None or not acl.may_publish(who, topic):
         raise _forbidden(f"{who} may not {request.method} {request.url.path}",
                          "See who may do what in docs/http.md.")
@@ -234,15 +276,27 @@ async def _submit(request: Request, who: Identity, topic: str | None, respond: C
     return Response(content, status, media_type=problems.MEDIA_TYPE if status >= 400 else "application/json")
 
 
-async def _read(request: Request, work: Callable[[Store], Any]) -> Any:
+async def read(request: Request, work: Callable[[Store], Any]) -> Any:
     """Run a read on a worker thread with the reader's store."""
-    reader = _ctx(request).reader
+    reader = context(request).reader
 
     def run() -> Any:
         with reader() as store:
             return work(store)
 
     return await asyncio.to_thread(run)
+
+
+def _check_visible(who: Identity, order_id: str, record: OrderRecord | None) -> None:
+    """404 for an unknown order, 403 for one the caller may not read."""
+    if record is None:
+        raise HttpProblem(problem("not-found", f"order {order_id} is unknown to the gateway", order_id=order_id))
+    if not _visible(who, record):
+        raise _forbidden(f"order {order_id} is not one of {who}'s orders")
+
+
+async def _readable_order(request: Request, who: Identity, order_id: str) -> None:
+    _check_visible(who, order_id, await read(request, lambda store: store.get_order(order_id)))
 
 
 def _visible(who: Identity, record: OrderRecord) -> bool:
@@ -340,7 +394,7 @@ def _health(app: FastAPI) -> None:
     @app.get("/readyz", tags=["health"], responses={503: {"model": Health}})
     def readyz(request: Request) -> Response:
         """The broker is listening, the databases are open and the bridge is attached (no authentication)."""
-        checks = _ctx(request).checks()
+        checks = context(request).checks()
         ok = all(checks.values())
         body = Health(status="ok" if ok else "not ready", checks=checks)
         return Response(body.model_dump_json(), 200 if ok else 503, media_type="application/json")
@@ -379,8 +433,8 @@ def _writes(app: FastAPI) -> None:
     ) -> Response:
         """Place an order (or update it: the same order_id), as `orders/in` does: validated, committed and acked
         (to ordersys/acks and the `ack` webhooks) before the answer."""
-        return await _submit(request, who, contract.ORDERS_IN, _order_reply, json_body=True,
-                             limit=_ctx(request).settings.bridge.max_payload_bytes, key=idempotency_key)
+        return await submit(request, who, contract.ORDERS_IN, _order_reply, json_body=True,
+                             limit=context(request).settings.bridge.max_payload_bytes, key=idempotency_key)
 
     @app.post("/api/v1/orders/{order_id}/commands", tags=["orders"], response_model=CommandDone, responses=_PROBLEMS,
               openapi_extra=_body_schema("ShopCommand", "assign, packed or cancel; order_id may be left out "
@@ -393,8 +447,8 @@ def _writes(app: FastAPI) -> None:
         `operator/commands`)."""
         topic = {Role.shop: contract.shop_topic(who.id or "-", "commands"),
                  Role.operator: contract.OPERATOR_COMMANDS}.get(who.role)
-        return await _submit(request, who, topic, _command_reply, json_body=True,
-                             limit=_ctx(request).settings.bridge.max_payload_bytes, key=idempotency_key,
+        return await submit(request, who, topic, _command_reply, json_body=True,
+                             limit=context(request).settings.bridge.max_payload_bytes, key=idempotency_key,
                              transform=_with_order_id(order_id))
 
     @app.post("/api/v1/orders/{order_id}/media", status_code=201, tags=["orders"], response_model=MediaStored,
@@ -408,12 +462,30 @@ def _writes(app: FastAPI) -> None:
     ) -> Response:
         """A photo or voice note for one of the sender's orders, as the MQTT media topics take it (the type is
         read from the bytes, not from Content-Type)."""
-        topic = None
-        if who.role in (Role.courier, Role.shop) and who.id:
-            base = contract.courier_topic if who.role == Role.courier else contract.shop_topic
-            topic = base(who.id, f"media/{order_id}/{kind}")
-        return await _submit(request, who, topic, _media_reply, json_body=False,
-                             limit=_ctx(request).settings.media.max_bytes)
+        topic = _own_topic(who, f"media/{order_id}/{kind}")
+        return await submit(request, who, topic, _media_reply, json_body=False,
+                             limit=context(request).settings.media.max_bytes)
+
+
+    @app.post("/api/v1/orders/{order_id}/chat", status_code=201, tags=["orders"], response_model=ChatPosted,
+              responses={200: {"model": ChatPosted, "description": "the same msg_id was posted before"},
+                         **_PROBLEMS},
+              openapi_extra=_body_schema("ChatIn", "a message; order_id may be left out (the path names the order)"))
+    async def post_chat(request: Request, who: Caller, order_id: OrderId) -> Response:
+        """A message in one of the sender's orders' conversation, as `shops/{shop_id}/chat/in` or
+        `couriers/{courier_id}/chat/in`."""
+        return await submit(request, who, _own_topic(who, "chat/in"), _chat_reply, json_body=True,
+                            limit=context(request).settings.bridge.max_payload_bytes,
+                            transform=_with_order_id(order_id))
+
+
+def _own_topic(who: Identity, leaf: str) -> str | None:
+    """A shop's or courier's own topic for `leaf`; None for other roles (they may not send it)."""
+    if who.role == Role.courier and who.id:
+        return contract.courier_topic(who.id, leaf)
+    if who.role == Role.shop and who.id:
+        return contract.shop_topic(who.id, leaf)
+    return None
 
 
 def _reads(app: FastAPI) -> None:
@@ -436,7 +508,7 @@ def _reads(app: FastAPI) -> None:
                 raise _forbidden(f"courier {who.id} may not list courier {courier}'s orders")
             courier = who.id
         after = _cursor(cursor)
-        records, last = await _read(request, lambda store: store.orders_page(
+        records, last = await read(request, lambda store: store.orders_page(
             status=status, shop_id=shop, courier_id=courier, after=after, limit=limit))
         next_cursor = None if last is None else base64.urlsafe_b64encode(json.dumps(last).encode()).decode()
         return OrdersPage(orders=[r.view() for r in records], next_cursor=next_cursor)
@@ -449,13 +521,35 @@ def _reads(app: FastAPI) -> None:
             record = store.get_order(order_id)
             return record, [] if record is None or not _visible(who, record) else store.timeline(order_id)
 
-        record, timeline = await _read(request, work)
-        if record is None:
-            raise HttpProblem(problem("not-found", f"order {order_id} is unknown to the gateway", order_id=order_id))
-        if not _visible(who, record):
-            raise _forbidden(f"order {order_id} is not one of {who}'s orders")
+        record, timeline = await read(request, work)
+        _check_visible(who, order_id, record)
+        assert record is not None
         return OrderDetail(order=record.view(), state=record.state(),
                            timeline=[TimelineEntry(**row) for row in timeline])
+
+    @app.get("/api/v1/orders/{order_id}/chat", tags=["read"], responses=_PROBLEMS)
+    async def get_chat(
+        request: Request, who: Caller, order_id: OrderId,
+        after_seq: Annotated[int, Query(ge=0, description="only messages after this seq")] = 0,
+        limit: Annotated[int, Query(ge=1, le=500)] = 100,
+    ) -> ChatHistory:
+        """An order's conversation, oldest first, a page at a time (`more`: ask again with the last seq)."""
+        await _readable_order(request, who, order_id)
+        messages, more = await read(request, lambda store: store.chat_page(order_id, after_seq, limit))
+        return ChatHistory(order_id=order_id, messages=messages, more=more, at=datetime.now(UTC))
+
+    @app.get("/api/v1/media/{media_id}", tags=["read"], response_class=Response, responses={
+        200: {"content": {t: {} for t in _FILES}, "description": "the file's bytes"}, **_PROBLEMS})
+    async def get_media(request: Request, who: Caller, media_id: Annotated[str, Path(pattern=contract.ID_PATTERN)],
+                        ) -> Response:
+        """A photo or voice note of an order the caller may read."""
+        found = await read(request, lambda store: store.media(media_id))
+        if found is None:
+            raise HttpProblem(problem("not-found", f"no media {media_id}"))
+        await _readable_order(request, who, found["order_id"])
+        path = context(request).media.path(found["sha256"])
+        return Response(await asyncio.to_thread(path.read_bytes), media_type=found["content_type"],
+                        headers={"Cache-Control": "private, max-age=86400", "X-Content-Type-Options": "nosniff"})
 
     @app.get("/api/v1/couriers", tags=["read"], responses=_PROBLEMS)
     async def list_couriers(request: Request, who: Caller) -> Couriers:
@@ -471,7 +565,7 @@ def _reads(app: FastAPI) -> None:
                 return [r for r in rows if r["courier_id"] in mine]
             return rows if who.role == Role.operator else [r for r in rows if r["courier_id"] == who.id]
 
-        return Couriers(couriers=[_courier(row) for row in await _read(request, work)])
+        return Couriers(couriers=[_courier(row) for row in await read(request, work)])
 
     @app.get("/api/v1/couriers/{courier_id}/track", tags=["read"], responses={
         200: {"content": {"application/geo+json": {}, "application/gpx+xml": {}},
@@ -492,7 +586,7 @@ def _reads(app: FastAPI) -> None:
         if since > until:
             raise HttpProblem(problem("bad-request", "`from` is after `to`"))
         a, b = since.timestamp(), until.timestamp()
-        fixes, truncated = await _read(request, lambda store: store.fixes(courier_id, a, b, TRACK_MAX_FIXES))
+        fixes, truncated = await read(request, lambda store: store.fixes(courier_id, a, b, TRACK_MAX_FIXES))
         if format == "gpx":
             return Response(tracks.as_gpx(courier_id, a, b, fixes), media_type="application/gpx+xml")
         if format == "geojson":
@@ -505,7 +599,7 @@ def _reads(app: FastAPI) -> None:
         """What `fieldgate stats` shows: counts by status and kind, tasks, couriers, dead letters, and delivery
         performance per shop and courier. Operators."""
         _operator(who)
-        return await _read(request, lambda store: {**store.stats(), "performance": store.performance()})
+        return await read(request, lambda store: {**store.stats(), "performance": store.performance()})
 
     @app.get("/metrics", tags=["health"], response_class=PlainTextResponse)
     async def scrape(request: Request, who: Caller) -> Response:
@@ -541,7 +635,7 @@ def _openapi(app: FastAPI) -> dict[str, Any]:
             if problems.MEDIA_TYPE in content and "application/json" in content:  # a problem is problem+json only
                 content[problems.MEDIA_TYPE] = content.pop("application/json")
     components = doc.setdefault("components", {}).setdefault("schemas", {})
-    for model in (Order, ShopCommand):
+    for model in (Order, ShopCommand, ChatIn):
         schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
         components.update(schema.pop("$defs", {}))
         components[model.__name__] = schema

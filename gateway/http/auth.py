@@ -5,6 +5,8 @@
                                                  must not cross a network in clear
     Authorization: Bearer fg_<id>_<secret>       a token of a user (`fieldgate tokens create USER`),
                                                  stored as its sha256, revocable, maybe expiring
+    Cookie: fg_session=…                         the shop terminal's login (`gateway.web.session`);
+                                                 its writes also carry X-CSRF-Token
     Authorization: Bearer <local token>          the running gateway's own operator token, written to
                                                  <data_dir>/local-http.json (0600) for the CLI on this
                                                  machine (`fieldgate top`)
@@ -28,6 +30,7 @@ from gateway.core.acl import Identity, Role
 from gateway.http.problems import HttpProblem, problem
 from gateway.http.reader import Reader
 from gateway.store.users import User
+from gateway.web.session import Sessions, fingerprint
 
 #: The user name of the gateway's own operator token.
 LOCAL_USER = "$local"
@@ -50,33 +53,72 @@ class _Users:
 
 
 class HttpAuth:
-    def __init__(self, reader: Reader, *, tls: bool, local_token: str, rate: float) -> None:
+    def __init__(self, reader: Reader, sessions: Sessions, *, tls: bool, local_token: str, rate: float) -> None:
         self.reader = reader
+        self.sessions = sessions
         self.tls = tls
         self.local_token = local_token
         self.passwords = Authenticator(_Users(reader), allow_anonymous=False)
         self.limits = RateLimit(rate)
 
-    def identify(self, authorization: str | None, peer: str | None) -> Identity:
-        """The identity of a request's credentials; raises a 401 problem if there are none that hold."""
-        if not authorization:
+    def identify(self, authorization: str | None, peer: str | None, *, cookie: str | None = None,
+                 csrf: str | None = None, write: bool = False) -> Identity:
+        """The identity of a request's credentials (the Authorization header, else the shop terminal's session
+        cookie, which a `write` must back with its CSRF token); raises a 401 or 403 problem if none hold."""
+        if not authorization and cookie:
+            identity = self.session_user(cookie)
+            if write and not (csrf and hmac.compare_digest(csrf.encode(), self.sessions.csrf(cookie).encode())):
+                raise HttpProblem(problem("forbidden", "a write with the session cookie needs its CSRF token",
+                                          hint="Send the page's csrf meta value in X-CSRF-Token."))
+        elif not authorization:
             raise _unauthorized("this endpoint needs credentials",
                                 "Send Authorization: Bearer <token> (`fieldgate tokens create USER`) or Basic "
                                 "credentials of a fieldgate user.")
-        scheme, _, value = authorization.strip().partition(" ")
-        value = value.strip()
-        if scheme.lower() == "bearer":
-            identity = self._bearer(value)
-        elif scheme.lower() == "basic":
-            identity = self._basic(value, peer)
         else:
-            raise _unauthorized(f"unknown authorization scheme {scheme[:20]!r}", "Use Basic or Bearer.")
+            scheme, _, value = authorization.strip().partition(" ")
+            value = value.strip()
+            if scheme.lower() == "bearer":
+                identity = self._bearer(value)
+            elif scheme.lower() == "basic":
+                identity = self._basic(value, peer)
+            else:
+                raise _unauthorized(f"unknown authorization scheme {scheme[:20]!r}", "Use Basic or Bearer.")
         allowed, wait = self.limits.take(identity.username or str(identity))
         if not allowed:
             raise HttpProblem(problem("rate-limited", f"more than {self.limits.rate:g} requests per second from "
                                       f"{identity.username}", hint=f"Retry after {wait} s."),
                               {"Retry-After": str(wait)})
         return identity
+
+    def session_user(self, cookie: str) -> Identity:
+        """The user of a session cookie; 401 if it is forged or expired, or the user is gone or changed."""
+        session = self.sessions.read(cookie, datetime.now(UTC))
+        found = None
+        if session is not None:
+            with self.reader() as store:
+                found = store.users.credentials(session.user)
+        if session is None or found is None or fingerprint(found[1]) != session.fingerprint:
+            raise _unauthorized("the session has ended", "Log in again at /shop/login.")
+        user = found[0]
+        return Identity(user.role, id=user.id, username=user.name)
+
+    def login(self, user: str, password: str, peer: str | None) -> str:
+        """A session cookie for a user's name and password (as Basic credentials: over TLS or from loopback)."""
+        if not self.tls and not is_loopback(peer):
+            raise _unauthorized("a password is only taken over TLS or from this machine",
+                                "Open the page over https (http.tls), or from the gateway's own machine.")
+        allowed, wait = self.limits.take(f"login:{peer}")
+        if not allowed:
+            raise HttpProblem(problem("rate-limited", "too many logins", hint=f"Retry after {wait} s."),
+                              {"Retry-After": str(wait)})
+        identity = self.passwords.identify(user, password, listener_host=None, peer_host=peer)
+        found = None
+        if identity is not None:
+            with self.reader() as store:
+                found = store.users.credentials(user)
+        if identity is None or found is None:
+            raise _unauthorized("wrong user name or password", "Ask the operator (`fieldgate users list`).")
+        return self.sessions.issue(user, found[1], datetime.now(UTC))
 
     def _bearer(self, token: str) -> Identity:
         if self.local_token and hmac.compare_digest(token.encode(), self.local_token.encode()):

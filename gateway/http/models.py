@@ -24,6 +24,8 @@ class OrderAccepted(_Body):
     order_id: str
     status: Status
     duplicate: bool = Field(description="true: this exact order was accepted before (a retry); nothing changed")
+    tracking_url: str | None = Field(default=None, description="the customer's tracking page (as on the accepted "
+                                     "Ack)")
 
 
 class CommandDone(_Body):
@@ -37,6 +39,14 @@ class CommandDone(_Body):
 
 class MediaStored(MediaAck):
     """The file is stored (as the media ack on MQTT says)."""
+
+
+class ChatPosted(_Body):
+    """The message is in the conversation (seq), or was already (duplicate: the same msg_id before)."""
+
+    order_id: str
+    seq: int | None
+    duplicate: bool
 
 
 class OrdersPage(_Body):

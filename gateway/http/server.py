@@ -21,6 +21,7 @@ import socket
 import sqlite3
 import threading
 from collections.abc import Callable
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -28,12 +29,18 @@ import uvicorn
 
 from gateway.bridge.worker import Bridge
 from gateway.config import Settings
+from gateway.core.lifecycle import Outgoing
 from gateway.errors import HttpStartError
 from gateway.http.app import Context, create_app
 from gateway.http.auth import HttpAuth
 from gateway.http.reader import Reader
 from gateway.http.webhooks import WebhookSender
+from gateway.store.datadir import secret_key
+from gateway.store.media import MediaFiles
 from gateway.store.tables import StoreFigures, db_path
+from gateway.web.live import Hub
+from gateway.web.pages import add_pages
+from gateway.web.session import Sessions
 
 log = logging.getLogger("fieldgate.http")
 
@@ -67,12 +74,18 @@ class HttpSide:
         self.reader = Reader(db_path(settings.data_dir))
         self.token = secrets.token_urlsafe(32)
         http = settings.http
-        self.auth = HttpAuth(self.reader, tls=http.tls, local_token=self.token, rate=http.max_request_rate)
+        sessions = Sessions(secret_key(settings.data_dir), timedelta(hours=settings.web.session_hours))
+        self.auth = HttpAuth(self.reader, sessions, tls=http.tls, local_token=self.token,
+                             rate=http.max_request_rate)
+        self.hub = Hub()
         self.app = create_app()
-        self.app.state.ctx = Context(settings, bridge, self.reader, self.auth, lambda: {**checks(),
-                                                                                      "databases": self._readable()})
+        add_pages(self.app)
+        self.app.state.ctx = Context(settings, bridge, self.reader, self.auth,
+                                     lambda: {**checks(), "databases": self._readable()}, self.hub,
+                                     MediaFiles(settings.data_dir))
         self._socket = _bind(http.host, http.port)
         self.address: tuple[str, int] = self._socket.getsockname()[:2]
+        bridge.gateway.public_url = settings.web.public_url or self.url
         self._ready = threading.Event()
         self._failure: BaseException | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -150,7 +163,16 @@ class HttpSide:
         )
         server = uvicorn.Server(config)
         sender = WebhookSender(self.reader, self.bridge, self.settings.webhooks)
-        self.bridge.gateway.on_deliveries = sender.wake
+        loop = self._loop
+
+        def committed(messages: list[Outgoing], deliveries: int) -> None:  # on the bridge's thread
+            if deliveries:
+                sender.wake()
+            if self.hub.watched:  # a page is open: its stream looks at what changed
+                with contextlib.suppress(RuntimeError):  # the loop already ended
+                    loop.call_soon_threadsafe(self.hub.publish, messages)
+
+        self.bridge.gateway.on_commit = committed
         serving = asyncio.create_task(server.serve(sockets=[self._socket]))
         sending = asyncio.create_task(sender.run())
         try:
@@ -162,7 +184,8 @@ class HttpSide:
             self._ready.set()
             await self._stopping.wait()
         finally:
-            self.bridge.gateway.on_deliveries = None
+            self.bridge.gateway.on_commit = None
+            self.hub.close()
             server.should_exit = True
             sending.cancel()
             await asyncio.gather(serving, sending, return_exceptions=True)

@@ -1,4 +1,4 @@
-"""The data directory: one running gateway per directory, enforced by an exclusive lock.
+"""The data directory: one running gateway per directory, enforced by an exclusive lock; its secret key.
 
 `fieldgate serve` and `fieldgate bridge` hold `fcntl.flock(LOCK_EX)` on `<data_dir>/fieldgate.lock`
 for as long as they run; the kernel releases it when the process ends, even by kill -9, so a
@@ -80,3 +80,27 @@ def holder(data_dir: Path) -> str | None:
         return None
     finally:
         os.close(fd)
+
+
+SECRET_KEY = "secret.key"
+
+
+def secret_key(data_dir: Path) -> bytes:
+    """The gateway's secret key (`<data_dir>/secret.key`, 32 random bytes, mode 0600), made at first use: it
+    keys the customers' tracking links and signs the shop terminal's session cookies. Kept out of fieldgate.db,
+    so a copy of the database alone makes neither. Deleting it ends every link and session."""
+    path = data_dir / SECRET_KEY
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        key = path.read_bytes()
+        if len(key) < 32:
+            raise StoreError(f"{path} is damaged ({len(key)} bytes, not 32)",
+                             hint="Delete it: a new key is made, and earlier tracking links and logins end.") from None
+        return key
+    key = os.urandom(32)
+    with os.fdopen(fd, "wb") as f:
+        f.write(key)
+        f.flush()
+        os.fsync(f.fileno())
+    return key

@@ -70,7 +70,7 @@ from gateway.store.users import Tokens, Users
 
 DB_NAME = "fieldgate.db"
 PURGED = "[purged]"
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 
 
 def db_path(data_dir: Path) -> Path:
@@ -192,7 +192,7 @@ class Store(sqlite.SqliteFile):
         )
         sqlite.add_missing_columns(db, "orders", {
             "state_cleared": ("INTEGER", 0), "tracking_json": ("TEXT", None), "dispatch_json": ("TEXT", None),
-            "waiting_since": ("TEXT", None), "change_since": ("TEXT", None)})
+            "waiting_since": ("TEXT", None), "change_since": ("TEXT", None), "status_since": ("TEXT", None)})
         db["order_events"].create(
             {
                 "id": int,
@@ -275,6 +275,10 @@ class Store(sqlite.SqliteFile):
         db["tokens"].create(
             {"token_id": str, "user": str, "digest": str, "created_at": str, "expires_at": str, "revoked_at": str},
             pk="token_id", not_null={"user", "digest", "created_at"}, if_not_exists=True,
+        )
+        db["tracking"].create(
+            {"order_id": str, "nonce": str, "digest": str, "created_at": str},
+            pk="order_id", not_null={"nonce", "digest", "created_at"}, if_not_exists=True,
         )
         db["webhooks"].create(
             {"endpoint_id": str, "url": str, "events": str, "secret": str, "enabled": int, "created_at": str,
@@ -364,6 +368,8 @@ class Store(sqlite.SqliteFile):
             ("media", ["order_id", "kind", "created_at"], False),
             ("media", ["sha256"], False),
             ("tokens", ["digest"], True),
+            ("tracking", ["digest"], True),
+            ("orders", ["shop_id", "status_since"], False),
             ("webhook_deliveries", ["state", "endpoint_id", "order_id", "id"], False),
             ("webhook_deliveries", ["created_at"], False),
             ("idempotency", ["created_at"], False),
@@ -432,8 +438,10 @@ class Store(sqlite.SqliteFile):
         d = record.dispatch
         self.conn.execute(
             "INSERT INTO orders (order_id, shop_id, courier_id, status, progress, order_json, location_json, "
-            "created_at, updated_at, tracking_json, dispatch_json, waiting_since, change_since) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(order_id) DO UPDATE SET "
+            "created_at, updated_at, tracking_json, dispatch_json, waiting_since, change_since, status_since) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(order_id) DO UPDATE SET "
+            "status_since = CASE WHEN orders.status = excluded.status THEN orders.status_since "
+            "ELSE excluded.status_since END, "
             "courier_id = excluded.courier_id, status = excluded.status, progress = excluded.progress, "
             "order_json = excluded.order_json, location_json = excluded.location_json, "
             "updated_at = excluded.updated_at, tracking_json = excluded.tracking_json, "
@@ -453,6 +461,7 @@ class Store(sqlite.SqliteFile):
                 _to_json(d),
                 None if d.waiting_since is None or not record.active else _iso(d.waiting_since),
                 None if d.change_since is None or d.change_alerted or not record.active else _iso(d.change_since),
+                _iso(record.updated_at),
             ),
         )
         if record.courier_id is not None:
@@ -1082,6 +1091,7 @@ class Store(sqlite.SqliteFile):
                                                          (order.order_id,))}
             media += self.conn.execute("DELETE FROM media WHERE order_id = ?", (order.order_id,)).rowcount
             self.conn.execute("UPDATE ratings SET comment = NULL WHERE order_id = ?", (order.order_id,))
+            self.conn.execute("DELETE FROM tracking WHERE order_id = ?", (order.order_id,))
             if progress is not None and (done % 100 == 0 or done == len(ended)):
                 progress(done, len(ended))
         dead = self.conn.execute("UPDATE dead_letters SET payload = NULL WHERE received_at < ? AND payload IS NOT NULL",
@@ -1093,6 +1103,42 @@ class Store(sqlite.SqliteFile):
         counts = {"orders": len(ended), "chat_messages": chats, "media": media, "dead_letters": dead,
                   "gps_fixes": fixes, "webhook_deliveries": webhooks}
         return counts, unnamed
+
+    # ------------------------------------------------------------------ tracking links and the board
+
+    def tracking_nonce(self, order_id: str) -> str | None:
+        """The nonce of an order's tracking link (`gateway.core.tracking`), None if it has none (or was purged)."""
+        row = self.conn.execute("SELECT nonce FROM tracking WHERE order_id = ?", (order_id,)).fetchone()
+        return None if row is None else row[0]
+
+    def add_tracking(self, order_id: str, nonce: str, digest: str, at: datetime) -> None:
+        self.conn.execute("INSERT INTO tracking (order_id, nonce, digest, created_at) VALUES (?, ?, ?, ?)",
+                          (order_id, nonce, digest, _iso(at)))
+
+    def _with_since(self, where: str, params: tuple[Any, ...]) -> list[tuple[OrderRecord, datetime]]:
+        """Orders with the time each reached its status."""
+        rows = self.conn.execute(
+            f"SELECT {_RECORD_COLUMNS}, COALESCE(status_since, updated_at) AS since FROM orders WHERE {where}",
+            params).fetchall()
+        return [(_record(row[:-1]), datetime.fromisoformat(row[-1])) for row in rows]
+
+    def tracked_order(self, digest: str) -> tuple[OrderRecord, datetime] | None:
+        """The order a tracking link's digest names (not once its personal data is purged)."""
+        found = self._with_since("order_id = (SELECT order_id FROM tracking WHERE digest = ?) AND purged = 0",
+                                 (digest,))
+        return found[0] if found else None
+
+    def board(self, shop_id: str, done_since: datetime, limit: int = 500) -> list[tuple[OrderRecord, datetime]]:
+        """A shop's board: its active orders and those that ended since `done_since`, oldest status first."""
+        return self._with_since(f"shop_id = ? AND (status NOT IN {_FINAL_SQL} OR since >= ?) ORDER BY since LIMIT ?",
+                                (shop_id, _iso(done_since), limit))
+
+    def board_card(self, order_id: str) -> tuple[OrderRecord, datetime] | None:
+        found = self._with_since("order_id = ?", (order_id,))
+        return found[0] if found else None
+
+    def rated(self, order_id: str) -> bool:
+        return self.conn.execute("SELECT 1 FROM ratings WHERE order_id = ?", (order_id,)).fetchone() is not None
 
     # ------------------------------------------------------------------ reads for operators
 
