@@ -16,7 +16,7 @@ from gateway.bridge.service import Gateway, Inbound
 from gateway.config import Settings
 from gateway.core import board, lifecycle, tracking
 from gateway.core.lifecycle import CourierRef, OrderRecord
-from gateway.core.models import Fix, Order, ShopCommand, Status
+from gateway.core.models import Fix, Order, Shop, ShopCommand, Status
 from gateway.errors import Rejected
 from gateway.store.tables import Store
 
@@ -136,3 +136,18 @@ def test_the_link_is_made_once_given_again_and_dead_once_purged(tmp_path):
     with store.transaction():
         store.purge_personal_data(NOW + timedelta(days=1))
     assert store.tracked_order(tracking.digest(token)) is None
+
+
+def test_a_shops_notice_may_carry_the_tracking_link(tmp_path):
+    templates = {"en": {"confirmed": "Order {order_id} is confirmed; follow it at {tracking_url}"}}
+    store = Store(tmp_path / "fieldgate.db")
+    with store.transaction():
+        store.put_shop(Shop(shop_id="rose", name="Rose & Lily", lat=31.23, lon=121.47, locale="en"), NOW)
+    gateway = Gateway(store, Settings.model_validate({"notices": {"templates": templates},
+                                                      "web": {"public_url": "https://t.example.com"}}),
+                      clock=lambda: NOW.timestamp())
+    rows = gateway.handle_batch([Inbound("orders/in", json.dumps(order(courier_id=None)).encode())])
+    by_topic = {m.topic: json.loads(m.payload) for _, m in rows if m.topic in ("ordersys/acks", "ordersys/notices")}
+    link = by_topic["ordersys/acks"]["tracking_url"]
+    assert link.startswith("https://t.example.com/t/")
+    assert by_topic["ordersys/notices"]["text"] == f"Order A1001 is confirmed; follow it at {link}"

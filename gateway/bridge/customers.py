@@ -60,8 +60,10 @@ def _encode(model: Notice | ChatMessage | ChatRead | ChatHistory | MediaAck | Ac
 class Customers:
     """Notices, conversations, media and ratings, over the gateway's store. Owned by the gateway's thread."""
 
-    def __init__(self, store: Store, settings: Settings, new_id: NewId, apply: Apply, order: Lookup) -> None:
+    def __init__(self, store: Store, settings: Settings, new_id: NewId, apply: Apply, order: Lookup,
+                 link: Callable[[OrderRecord, datetime], str | None]) -> None:
         self.store = store
+        self.link = link  # the order's tracking link
         self.settings = settings
         self.new_id = new_id
         self.apply = apply
@@ -82,8 +84,8 @@ class Customers:
         shop = self._shop(record.order.shop_id)
         out: list[Outgoing] = []
         for happening, kind in kinds:
-            text = notices.compose(kind, shop.locale, self._values(record, shop, happening),
-                                   self.settings.notices.templates)
+            values = self._values(record, shop, happening) | {"tracking_url": self.link(record, now)}
+            text = notices.compose(kind, shop.locale, values, self.settings.notices.templates)
             urgent = notices.urgent(kind, record.order.priority)
             wait = None if urgent else notices.quiet_until(shop.quiet_hours, shop.timezone, now)
             notice = Notice(notice_id=self.new_id(), order_id=record.order_id, kind=kind, text=text, locale=shop.locale,

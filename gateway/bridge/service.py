@@ -130,7 +130,7 @@ class Gateway:
         self.public_url = settings.web.public_url or f"http://{settings.http.host}:{settings.http.port}"
         self.key = secret_key(store.path.parent)  # beside fieldgate.db
         self.dispatch = Dispatcher(store, settings, new_id, self._apply)
-        self.customers = Customers(store, settings, new_id, self._apply, self._order)
+        self.customers = Customers(store, settings, new_id, self._apply, self._order, self._tracking_url)
 
     def now(self) -> datetime:
         """The clock as a UTC datetime, to the millisecond (what the store keeps)."""

@@ -8,7 +8,8 @@ geofence's), `delayed` (late_risk), `changed` (change_confirmed), `exception` (e
 Texts come from templates per locale (zh-CN and en built in), each overridable in broker.yaml
 (`notices.templates.<locale>.<kind>`); `check_templates` refuses a placeholder that does not exist, so a
 typo is a configuration error at start, never a broken message at 2 a.m. Placeholders: {order_id},
-{shop_name}, {courier_name}, {eta_minutes}, {eta_time}, {window_start}, {window_end}, {reason}.
+{shop_name}, {courier_name}, {eta_minutes}, {eta_time}, {window_start}, {window_end}, {reason},
+{tracking_url} (the customer's tracking page; not in the built-in texts: add it to a shop's own).
 
 Urgent notices (orders of priority `urgent`, and the kinds arriving, exception, failed) go out at once.
 Others falling in the shop's quiet hours (`22:00-08:00`, in the shop's time zone) wait for their end;
@@ -38,7 +39,7 @@ MADE_BY: dict[tuple[str, Status | None], NoticeKind] = {
 }
 URGENT_KINDS: frozenset[str] = frozenset({"arriving", "exception", "failed"})
 PLACEHOLDERS = frozenset({"order_id", "shop_name", "courier_name", "eta_minutes", "eta_time", "window_start",
-                          "window_end", "reason"})
+                          "window_end", "reason", "tracking_url"})
 
 TEMPLATES: dict[str, dict[str, str]] = {
     "en": {
