@@ -82,9 +82,10 @@ class Customers:
         if not kinds:
             return []
         shop = self._shop(record.order.shop_id)
+        link = self.link(record, now)
         out: list[Outgoing] = []
         for happening, kind in kinds:
-            values = self._values(record, shop, happening) | {"tracking_url": self.link(record, now)}
+            values = self._values(record, shop, happening) | {"tracking_url": link}
             text = notices.compose(kind, shop.locale, values, self.settings.notices.templates)
             urgent = notices.urgent(kind, record.order.priority)
             wait = None if urgent else notices.quiet_until(shop.quiet_hours, shop.timezone, now)

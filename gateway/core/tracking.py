@@ -108,7 +108,7 @@ def first_name(name: str | None) -> str | None:
     return None if not name else name.split()[0]
 
 
-def view(facts: Facts, config: dict[str, str], chat_enabled: bool = True) -> View:
+def view(facts: Facts, config: dict[str, str]) -> View:
     record, shop = facts.record, facts.shop
     shown = record.status in POSITION_SHOWN and record.location is not None
     address = record.order.address
@@ -127,7 +127,7 @@ def view(facts: Facts, config: dict[str, str], chat_enabled: bool = True) -> Vie
         position=Point(lat=record.location.lat, lon=record.location.lon) if shown and record.location else None,
         destination=Point(lat=address.lat, lon=address.lon) if shown and address.lat is not None
         and address.lon is not None else None,
-        chat_enabled=chat_enabled and record.active,
+        chat_enabled=record.active,
         chat=[Line(seq=m.seq, name=first_name(m.sender.name) or m.sender.role, mine=m.sender.role == "customer",
                    text=m.text, at=m.at) for m in facts.chat],
         can_rate=record.status == Status.delivered and not facts.rated,

@@ -559,11 +559,9 @@ def _reads(app: FastAPI) -> None:
             raise _forbidden(f"{who} may not list couriers")
 
         def work(store: Store) -> list[dict[str, Any]]:
-            rows = store.couriers()
-            if who.role == Role.shop:
-                mine = store.couriers_of_shop(who.id or "")
-                return [r for r in rows if r["courier_id"] in mine]
-            return rows if who.role == Role.operator else [r for r in rows if r["courier_id"] == who.id]
+            if who.role == Role.operator:
+                return store.couriers()
+            return store.couriers(store.couriers_of_shop(who.id or "") if who.role == Role.shop else [who.id or ""])
 
         return Couriers(couriers=[_courier(row) for row in await read(request, work)])
 

@@ -41,7 +41,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Collection, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
@@ -1239,9 +1239,12 @@ class Store(sqlite.SqliteFile):
             )
         )
 
-    def couriers(self) -> list[dict[str, Any]]:
-        """Every courier the gateway knows of, with its devices, newest fix, active orders and unreceived tasks.
-        `heard_from` is false for couriers that have tasks but never connected."""
+    def couriers(self, ids: Collection[str] | None = None) -> list[dict[str, Any]]:
+        """Every courier the gateway knows of (or those of `ids`), with its devices, newest fix, active orders and
+        unreceived tasks. `heard_from` is false for couriers that have tasks but never connected."""
+        if ids is not None and not ids:
+            return []
+        only = "" if ids is None else f"WHERE c.courier_id IN ({', '.join('?' * len(ids))}) "
         return list(
             self.db.query(
                 "SELECT c.courier_id, c.name, c.registered, c.max_active, c.online, c.last_seen_at, c.presence_at, "
@@ -1259,7 +1262,7 @@ class Store(sqlite.SqliteFile):
                 f" AND o.status NOT IN {_FINAL_SQL}) AS active_ids, "
                 "(SELECT COUNT(*) FROM tasks t WHERE t.courier_id = c.courier_id AND t.received_at IS NULL "
                 " AND t.superseded = 0) AS unreceived_tasks "
-                "FROM couriers c ORDER BY c.courier_id"
+                f"FROM couriers c {only}ORDER BY c.courier_id", list(ids or ())
             )
         )
 

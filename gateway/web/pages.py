@@ -20,11 +20,12 @@ made here for the one order the link names. What each page shows is decided by t
 
 from __future__ import annotations
 
+import functools
 import html
 import json
 import secrets
 import string
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
@@ -81,10 +82,15 @@ def _security_headers(ctx: Context) -> dict[str, str]:
             "Cache-Control": "no-store"}
 
 
+@functools.cache
+def _template(name: str) -> str:
+    return (HERE / "templates" / f"{name}.html").read_text(encoding="utf-8")
+
+
 def _page(request: Request, name: str, status: int = 200, raw: dict[str, str] | None = None,
           **values: str) -> HTMLResponse:
     """A template of templates/ with `values` escaped (and `raw` as it is: markup made here)."""
-    text = (HERE / "templates" / f"{name}.html").read_text(encoding="utf-8")
+    text = _template(name)
     filled = {k: html.escape(v) for k, v in values.items()} | (raw or {})
     return HTMLResponse(string.Template(text).substitute(filled), status,
                         headers=_security_headers(context(request)))
@@ -132,7 +138,7 @@ def _board(store: Store, ctx: Context, shop_id: str, now: datetime) -> dict[str,
     shop = store.get_shop(shop_id)
     zone = shop.timezone if shop else "UTC"
     rows = store.board(shop_id, board.start_of_day(now, zone))
-    pins = _pins(store, ctx, shop_id, {r.courier_id for r, _ in rows if r.courier_id and r.active})
+    pins = _pins(store, ctx, shop_id)
     online = {p.courier_id: p.online for p in pins}
     cards = [board.card(r, since, online.get(r.courier_id or ""), now) for r, since in rows]
     if shop is not None:
@@ -146,13 +152,13 @@ def _board(store: Store, ctx: Context, shop_id: str, now: datetime) -> dict[str,
             "couriers": [p.model_dump(mode="json") for p in pins], "now": now.isoformat()}
 
 
-def _pins(store: Store, ctx: Context, shop_id: str, also: set[str], only: set[str] | None = None) -> list[board.Pin]:
-    """The shop's registered couriers and those on its active orders (`also`), or of them those in `only`."""
+def _pins(store: Store, ctx: Context, shop_id: str, only: Collection[str] | None = None) -> list[board.Pin]:
+    """The shop's couriers: registered for it or on its active orders (of them, those in `only`)."""
     shop = store.get_shop(shop_id)
-    mine = store.couriers_of_shop(shop_id) | also
+    ids = store.couriers_of_shop(shop_id)
     at = (shop.lat, shop.lon) if shop else None
-    return [board.pin(row, at, ctx.settings.assignment.default_max_active) for row in store.couriers()
-            if row["courier_id"] in mine and (only is None or row["courier_id"] in only)]
+    return [board.pin(row, at, ctx.settings.assignment.default_max_active)
+            for row in store.couriers(ids if only is None else ids & set(only))]
 
 
 def _terminal(app: FastAPI) -> None:
@@ -240,10 +246,7 @@ def _terminal(app: FastAPI) -> None:
         shop_id = await read(request, lambda store: _shop_of(store, who, shop))
         watcher = live.Watcher(shop_id=shop_id)
 
-        def snapshot(store: Store) -> None:
-            watcher.couriers = {p.courier_id for p in _pins(store, ctx, shop_id or "", set())}
-
-        await read(request, snapshot)
+        watcher.couriers = await read(request, lambda store: store.couriers_of_shop(shop_id or ""))
 
         async def first(_: live.Changes | None) -> list[str]:
             return [": hello\n\n"]
@@ -259,9 +262,11 @@ def _board_events(store: Store, ctx: Context, watcher: live.Watcher, changes: li
     shop_id, now = watcher.shop_id or "", datetime.now(UTC)
     out: list[str] = []
     found = [found for order_id in sorted(changes.orders) if (found := store.board_card(order_id))] if changes else []
-    watcher.couriers |= {r.courier_id for r, _ in found if r.courier_id}
-    pins = _pins(store, ctx, shop_id, watcher.couriers, None if changes is None else
-                 changes.couriers | {r.courier_id for r, _ in found if r.courier_id})
+    assigned = {r.courier_id for r, _ in found if r.courier_id}
+    pins = _pins(store, ctx, shop_id, None if changes is None else changes.couriers | assigned)
+    if changes is None:  # the periodic refresh: every courier of the shop, as it is now
+        watcher.couriers = {p.courier_id for p in pins}
+    watcher.couriers |= assigned
     online = {p.courier_id: p.online for p in pins}
     for record, since in found:
         if record.order.shop_id == shop_id:

@@ -142,7 +142,7 @@ function assignDialog(c) {
       km: k.distance_m === null ? "?" : (k.distance_m / 1000).toFixed(1),
       load: `${k.load}/${k.max_active}`, online: k.online ? t("online") : t("offline_c")}))))) :
     el("p", {}, t("no_couriers"));
-  dialog(t("assign_order", {order: c.order_id}), el("fieldset", {class: "stars", style: "display:block"},
+  dialog(t("assign_order", {order: c.order_id}), el("fieldset", {class: "choices"},
     el("legend", {}, t("choose_courier")), choices), (data) =>
     command(c.order_id, {command: "assign", courier_id: data.get("courier")}, t("assign")));
 }
