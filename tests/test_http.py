@@ -419,6 +419,7 @@ def test_metrics_move_with_the_traffic(gw, peers, ids):
     assert after[("fieldgate_connections", (("listener", "in_process"), ("role", "gateway")))] == 1
     assert after[("fieldgate_orders", (("status", "assigned"),))] >= 1
     assert ("fieldgate_session_queue_depth", ()) in after and ("fieldgate_webhook_backlog", ()) in after
+    assert ("fieldgate_session_dropped_total", ()) in after and ("fieldgate_webhook_queue_age_seconds", ()) in after
     with client(gw, bearer(gw.data_dir, "shop", ids("shop"))) as http:
         problem_of(http.get("/metrics"), 403)
 

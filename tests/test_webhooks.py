@@ -13,10 +13,12 @@ from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+import httpx
 import pytest
 from conftest import DEADLINE, GatewayProcess, eventually, fieldgate, launch, order
 from hypothesis import given
 from hypothesis import strategies as st
+from prometheus_client.parser import text_string_to_metric_families
 from standardwebhooks.webhooks import Webhook
 
 from gateway.core.webhooks import Attempt, Policy, State, event_of, judge
@@ -129,6 +131,18 @@ POLICY = Policy(first_retry_seconds=5, max_retry_seconds=3600, give_up=timedelta
 MADE = datetime(2026, 11, 22, 9, tzinfo=UTC)
 
 
+def results(gw: GatewayProcess) -> dict[str, float]:
+    """fieldgate_webhook_deliveries_total by result, and the queue age, as /metrics says (the local operator
+    token the gateway leaves for the CLI)."""
+    token = json.loads((gw.data_dir / "local-http.json").read_text())["token"]
+    text = httpx.get(f"{gw.url}/metrics", headers={"Authorization": f"Bearer {token}"}).text
+    samples = {(s.name, s.labels.get("result")): s.value for f in text_string_to_metric_families(text)
+               for s in f.samples}
+    return {"delivered": samples.get(("fieldgate_webhook_deliveries_total", "delivered"), 0),
+            "retry": samples.get(("fieldgate_webhook_deliveries_total", "retry"), 0),
+            "queue_age": samples[("fieldgate_webhook_queue_age_seconds", None)]}
+
+
 @given(attempts=st.integers(0, 40), jitter=st.floats(0, 1, exclude_max=True),
        status=st.sampled_from([None, 408, 429, 500, 502, 503]))
 def test_retries_back_off_exponentially_with_jitter_up_to_the_cap(attempts, jitter, status):
@@ -199,8 +213,12 @@ def test_failures_are_retried_with_the_same_webhook_id_honouring_retry_after(gw,
     oid = ids("A")
     answers = iter([(503, {}), (429, {"Retry-After": "1"})])
     receiver, _, _ = hook(lambda hit: next(answers, (200, {})) if about(oid)(hit) else (204, {}), events="ack")
+    before = results(gw)
     peers(gw.port).publish("orders/in", order(order_id=oid, shop_id=ids("shop")))
     first, second, third = receiver.wait(about(oid), count=3)
+    eventually(lambda: results(gw)["delivered"] > before["delivered"], "the metrics counted the delivery")
+    after = results(gw)
+    assert after["retry"] - before["retry"] >= 2 and after["queue_age"] >= 0  # the 503 and the 429
     assert first.headers["webhook-id"] == second.headers["webhook-id"] == third.headers["webhook-id"]
     assert third.at - second.at >= 1.0  # Retry-After: 1 is honoured
     [row] = [d for d in deliveries(gw.data_dir) if d["webhook_id"] == first.headers["webhook-id"]]

@@ -7,8 +7,9 @@ const page = document.body.dataset;
 const SHOP = page.shop;
 const CSRF = document.querySelector("meta[name=csrf]").content;
 const COLUMNS = ["new", "assigned", "packed", "on_the_way", "arriving", "done", "problems"];
-const state = {shop: null, cards: new Map(), couriers: new Map(), markers: new Map(), dests: new Map(), map: null,
-               detail: null};
+const FLASH_MS = 1500;
+const state = {shop: null, cards: new Map(), flashing: new Map(), couriers: new Map(), markers: new Map(),
+               dests: new Map(), map: null, detail: null};
 
 // ------------------------------------------------------------------ talking to the gateway
 
@@ -48,8 +49,9 @@ async function command(orderId, body, what) {
 function card(c) {
   const zone = state.shop.timezone;
   const problem = c.problems.length > 0;
-  const node = el("article", {class: "card" + (problem ? " problem" : ""), "data-order": c.order_id, tabindex: 0,
-                              "aria-label": `${c.order_id} ${c.recipient}`},
+  const flashing = (state.flashing.get(c.order_id) || 0) > Date.now();
+  const node = el("article", {class: "card" + (problem ? " problem" : "") + (flashing ? " flash" : ""),
+                              "data-order": c.order_id, tabindex: 0, "aria-label": `${c.order_id} ${c.recipient}`},
     el("header", {}, el("span", {}, c.order_id), el("span", {class: "since", "data-since": c.status_since}, "")),
     el("div", {class: "line"}, `${c.recipient} · ${c.address}`),
     el("div", {class: "meta"},
@@ -86,13 +88,16 @@ function renderBoard() {
 function upsertCard(c) {
   const before = state.cards.get(c.order_id);
   state.cards.set(c.order_id, c);
-  renderBoard();
   if (!before) toast(t("new_order", {order: c.order_id}));
-  const node = document.querySelector(`.card[data-order="${CSS.escape(c.order_id)}"]`);
-  if (node) {
-    node.classList.add("flash");
-    requestAnimationFrame(() => setTimeout(() => node.classList.remove("flash"), 50));
-  }
+  state.flashing.set(c.order_id, Date.now() + FLASH_MS);  // kept through re-renders until it fades
+  renderBoard();
+  setTimeout(() => {
+    if ((state.flashing.get(c.order_id) || 0) <= Date.now()) {
+      state.flashing.delete(c.order_id);
+      const node = document.querySelector(`.card[data-order="${CSS.escape(c.order_id)}"]`);
+      if (node) node.classList.remove("flash");
+    }
+  }, FLASH_MS);
   placeDestination(c);
   if (state.detail === c.order_id) details(c.order_id, true);
 }
@@ -169,7 +174,9 @@ async function details(orderId, refresh) {
   const form = el("form", {class: "chat-form"}, input, el("button", {type: "submit"}, t("send")));
   form.addEventListener("submit", async (e) => {
     e.preventDefault();
-    await api("POST", `/api/v1/orders/${encodeURIComponent(orderId)}/chat`, {text: input.value}).catch(() => {});
+    const msgId = `web-${Date.now().toString(36)}-${Math.random().toString(36).slice(2, 10)}`;  // a retry: stored once
+    await api("POST", `/api/v1/orders/${encodeURIComponent(orderId)}/chat`, {msg_id: msgId, text: input.value})
+      .catch(() => {});
     input.value = "";
   });
   box.replaceChildren(el("div", {},
