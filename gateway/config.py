@@ -117,6 +117,7 @@ class BrokerSettings(_Section):
     max_publish_rate: float = Field(default=100.0, ge=0)
     publish_burst: int = Field(default=1000, ge=1)
     max_connections: int = Field(default=20_000, ge=0)
+    gateway_backlog: int = Field(default=5000, ge=100)
 
 
 class BridgeSettings(_Section):

@@ -37,6 +37,9 @@ REJECTIONS = Counter("fieldgate_rejections_total", "Inbound messages refused (a 
                      "by reason", ["reason"], registry=REGISTRY)
 BROKER_COMMIT = Histogram("fieldgate_broker_commit_seconds", "Duration of the embedded broker's group commits",
                           buckets=_LATENCY, registry=REGISTRY)
+READS_PAUSED = Counter("fieldgate_broker_reads_paused_total", "Times the embedded broker stopped reading from "
+                       "publishers because broker.gateway_backlog messages waited for the gateway",
+                       registry=REGISTRY)
 BRIDGE_BATCH = Histogram("fieldgate_bridge_batch_seconds", "Duration of one batch of the bridge (validate, apply, "
                          "commit)", buckets=_LATENCY, registry=REGISTRY)
 TASK_RECEIPT = Histogram("fieldgate_task_receipt_seconds", "From a task made to the courier's phone's receipt of it",

@@ -100,15 +100,15 @@ async def _serve(settings: Settings) -> None:
                                                    "db": db_path(settings.data_dir)}})
         await stop.wait()
         log.info("stopping")
-        if http is not None:
-            await asyncio.to_thread(http.stop)
-        await asyncio.to_thread(bridge.stop)
     finally:
+        # The HTTP side finishes its requests; the broker disconnects its clients and commits what they sent, the
+        # embedded gateway's last commit included (its worker still runs); then the bridge stops.
         metrics.RUNTIME.connections = metrics.RUNTIME.sessions = metrics.RUNTIME.store = None
         if http is not None:
-            http.stop()
-        bridge.close()
+            await asyncio.to_thread(http.stop)
         await broker.stop()
+        await asyncio.to_thread(bridge.stop)
+        bridge.close()
     log.info("stopped")
 
 

@@ -1,50 +1,55 @@
-"""The embedded bridge's transport: the broker's engine in the same process, no socket, no second hop.
+"""The embedded bridge's transport: the gateway inside the broker's group commit, no socket, no second hop.
 
 `LocalTransport` fulfils the `Transport` contract of `gateway.bridge.transport` for the embedded
 broker (`bridge.in_process`). The bridge's session is an ordinary persistent engine session
-(client id `bridge.client_id`, role gateway), so its queue is as durable as any client's.
+(client id `bridge.client_id`, role gateway, subscribed to the inbound topics), but nothing is
+delivered to it: the engine puts each message routed to it into the open `Batch`, and the batch
+is committed by the bridge's worker in one transaction on fieldgate.db's connection with broker.db
+attached — the broker's rows, the gateway's handling of the inbound messages (its rows and its
+outbox) and the deletion of the outbox rows the broker has published since the last commit. The
+publishers' PUBACKs wait for that one commit. What the gateway publishes then goes back to the
+engine's loop as outbox rows (`Engine.publish_outbox`); their routing is made durable, and their
+rows deleted, by the next commit.
+
+While the bridge is not attached (start-up, shut-down) the engine commits alone, and messages for
+the gateway are queued as rows of its session like any offline client's; they are handed over, and
+their rows deleted, in the first commit after it attaches.
 """
 
 from __future__ import annotations
 
 import asyncio
-import itertools
 import logging
 import threading
-from typing import Any
 
-from gateway.bridge.transport import Received, TransportFactory
-from gateway.broker import codec
+from gateway.bridge.transport import Received, Receiver, TransportFactory
 from gateway.broker.engine import Engine, Message, Session
+from gateway.broker.store import Batch
 from gateway.core.acl import Identity, Role
+from gateway.core.lifecycle import Outgoing
 
 log = logging.getLogger("fieldgate.bridge")
 
 
 class LocalTransport:
-    """The embedded bridge's connection to the engine. The engine talks to it as to any `Link`, on the event
-    loop's thread, and hands it message objects (with their publisher's identity), not encoded packets; the
-    bridge's calls cross over to that thread with `call_soon_threadsafe`."""
+    """The embedded bridge's connection to the engine: a `Link` the engine never delivers to (it hands the bridge
+    whole batches to commit instead), and the bridge's `Transport`, whose calls cross over to the loop's thread."""
 
     def __init__(self, engine: Engine, loop: asyncio.AbstractEventLoop, client_id: str,
-                 subscriptions: tuple[str, ...], on_message: Any, on_published: Any) -> None:
+                 subscriptions: tuple[str, ...], bridge: Receiver) -> None:
         self.engine, self.loop, self.client_id = engine, loop, client_id
         self.subscriptions = subscriptions
-        self._on_message, self._on_published = on_message, on_published
+        self.bridge = bridge
         self._session: Session | None = None
-        self._ids = itertools.count(1)
         self._connected = False
 
     # Link, called by the engine on the loop thread.
 
     def deliver(self, message: Message, qos: int, retain: bool, dup: bool, packet_id: int | None) -> None:
-        origin = message.origin
-        self._on_message(Received(message.topic, message.payload, qos, packet_id or 0, 0,
-                                  None if origin is None else (origin.client_id, origin.identity)))
+        raise AssertionError("the engine hands the embedded gateway batches, not deliveries")
 
     def send(self, data: bytes) -> None:
-        if data[0] >> 4 == codec.PUBACK:  # of the bridge's own publishes; other control packets mean nothing here
-            self._on_published(int.from_bytes(data[2:4], "big"))
+        """Control packets (CONNACK, SUBACK) mean nothing here."""
 
     def close(self) -> None:
         self._connected = False
@@ -57,30 +62,29 @@ class LocalTransport:
     async def _attach(self) -> None:
         s, present = self.engine.attach(self.client_id, False, None, self, Identity(Role.gateway), "in_process")
         self._session = s
-        self.engine.subscribe(s, next(self._ids) % 65535 + 1, [(f, 1) for f in self.subscriptions])
-        self.engine.connack(s, present)
-        await self.engine.flush()
+        self.engine.subscribe(s, 1, [(f, 1) for f in self.subscriptions])
+        await self.engine.flush()  # committed without the gateway: the worker starts once this returns
+        self.engine.apply_in_commit(s, self._commit)
+        self.engine.connack(s, present)  # what was queued for it goes into its first commit
         self._connected = True
         log.info("bridge attached in process", extra={"ctx": {"client_id": self.client_id, "session_present": present}})
+
+    async def _commit(self, batch: Batch) -> list[tuple[int, Outgoing]]:
+        return await asyncio.wrap_future(self.bridge.apply(batch))
 
     @property
     def connected(self) -> bool:
         return self._connected
 
     def publish(self, topic: str, payload: bytes, *, retain: bool = False) -> int:
-        mid = next(self._ids) % 65535 + 1
-        self.loop.call_soon_threadsafe(self._publish, topic, payload, retain, mid)
-        return mid
+        raise AssertionError("the embedded bridge hands its outbox over (hand_over)")
 
-    def _publish(self, topic: str, payload: bytes, retain: bool, mid: int) -> None:
-        if self._session is not None and self._session.link is self:
-            self.engine.inbound_publish(self._session, topic, payload, 1, retain, mid)
+    def hand_over(self, rows: list[tuple[int | None, Outgoing]]) -> bool:
+        self.loop.call_soon_threadsafe(self.engine.publish_outbox, rows)
+        return True
 
     def ack(self, message: Received) -> bool:
-        if self._session is None or not self._connected:
-            return False
-        self.loop.call_soon_threadsafe(self.engine.acknowledged, self._session, codec.PUBACK, message.mid)
-        return True
+        raise AssertionError("the embedded bridge receives no deliveries to acknowledge")
 
     def stop(self) -> None:
         def detach() -> None:
@@ -94,5 +98,4 @@ class LocalTransport:
 def local_transport(engine: Engine, client_id: str, subscriptions: tuple[str, ...]) -> TransportFactory:
     """The in-process transport for the embedded bridge; call from the broker's running event loop."""
     loop = asyncio.get_running_loop()
-    return lambda on_message, on_published: LocalTransport(engine, loop, client_id, subscriptions, on_message,
-                                                           on_published)
+    return lambda bridge: LocalTransport(engine, loop, client_id, subscriptions, bridge)

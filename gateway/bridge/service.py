@@ -139,13 +139,16 @@ class Gateway:
 
     # ------------------------------------------------------------------ batches
 
-    def handle_batch(self, messages: Iterable[Inbound]) -> list[tuple[int, Outgoing]]:
-        """Apply messages in one transaction; return the outbox rows it queued (publish them in order).
+    def handle_batch(self, messages: Iterable[Inbound], *, also: Callable[[], None] | None = None,
+                     ) -> list[tuple[int, Outgoing]]:
+        """Apply messages in one transaction; return the outbox rows it queued (publish them in order). `also`
+        writes in the same transaction first (the embedded broker's rows).
 
         Of several retained messages for one topic (an order's state moved by many GPS fixes), only
         the last is queued: a retained topic's subscribers only ever see the latest anyway.
         """
-        return self._in_transaction(lambda: [m for message in messages for m in self._handle_one(message)[0]])
+        return self._in_transaction(lambda: [m for message in messages for m in self._handle_one(message)[0]],
+                                    also=also)
 
     def request(self, message: Inbound, respond: Callable[[Handled], Reply], *, key: tuple[str, str] | None = None,
                 refused: Rejected | None = None) -> tuple[list[tuple[int, Outgoing]], Reply]:
@@ -187,11 +190,14 @@ class Gateway:
 
         return self._in_transaction(work), replies[0]
 
-    def _in_transaction(self, work: Callable[[], list[Outgoing]]) -> list[tuple[int, Outgoing]]:
+    def _in_transaction(self, work: Callable[[], list[Outgoing]], *, also: Callable[[], None] | None = None,
+                        ) -> list[tuple[int, Outgoing]]:
         """Run `work` in one transaction with its outbox rows, the retained active-order lists of the couriers it
         touched (couriers/{courier_id}/orders), and the webhook deliveries of the events it made."""
         try:
             with self.store.transaction():
+                if also is not None:
+                    also()
                 out = work()
                 now = self.now()
                 out += [self.dispatch.courier_orders(c, now) for c in sorted(self._couriers_changed)]

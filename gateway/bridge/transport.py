@@ -22,6 +22,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Protocol
 from urllib.parse import unquote, urlsplit
@@ -29,7 +30,9 @@ from urllib.parse import unquote, urlsplit
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 
+from gateway.broker.store import Batch
 from gateway.core.acl import Identity
+from gateway.core.lifecycle import Outgoing
 from gateway.errors import TransportError
 
 log = logging.getLogger("fieldgate.transport")
@@ -80,13 +83,31 @@ class Transport(Protocol):
 
     def publish(self, topic: str, payload: bytes, *, retain: bool = False) -> int: ...
 
+    def hand_over(self, rows: list[tuple[int | None, Outgoing]]) -> bool:
+        """Give the broker outbox rows to publish, their rows deleted by its next commit, in one call (the embedded
+        broker). False: this transport publishes one message at a time (`publish`) and reports each PUBACK."""
+        ...
+
     def ack(self, message: Received) -> bool: ...
 
     def stop(self) -> None: ...
 
 
-#: Builds a transport given the bridge's two callbacks: a message arrived, a publish was PUBACKed.
-TransportFactory = Callable[[Callable[["Received"], None], Callable[[int], None]], Transport]
+class Receiver(Protocol):
+    """The bridge as its transports see it: where inbound messages and the PUBACKs of its publishes go."""
+
+    def received(self, message: Received) -> None: ...
+
+    def published(self, mid: int) -> None: ...
+
+    def apply(self, batch: Batch) -> Future[list[tuple[int, Outgoing]]]:
+        """The embedded broker's group commit, with the gateway's handling of its inbound messages, on the bridge's
+        worker; the result is the outbox rows that handling queued."""
+        ...
+
+
+#: Builds the bridge's transport, given the bridge.
+TransportFactory = Callable[[Receiver], Transport]
 
 
 @dataclass(frozen=True)
@@ -219,6 +240,9 @@ class MqttTransport:
         self._client.ack(message.mid, message.qos)
         return True
 
+    def hand_over(self, rows: list[tuple[int | None, Outgoing]]) -> bool:
+        return False
+
     def stop(self) -> None:
         self._client.disconnect()
         self._client.loop_stop()
@@ -227,9 +251,9 @@ class MqttTransport:
 def mqtt_transport(url: BrokerUrl, client_id: str, *, keepalive: int, max_in_flight: int,
                    subscriptions: tuple[str, ...]) -> TransportFactory:
     """A factory of MqttTransports to `url`, for `Bridge`."""
-    return lambda on_message, on_published: MqttTransport(
+    return lambda bridge: MqttTransport(
         url, client_id, keepalive=keepalive, max_in_flight=max_in_flight, subscriptions=subscriptions,
-        on_message=on_message, on_published=on_published,
+        on_message=bridge.received, on_published=bridge.published,
     )
 
 

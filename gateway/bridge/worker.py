@@ -29,6 +29,8 @@ from typing import Any, TypeVar
 from gateway import metrics
 from gateway.bridge.service import Gateway, Handled, Inbound, Reply
 from gateway.bridge.transport import BrokerUrl, Received, Transport, TransportFactory, mqtt_transport
+from gateway.broker import store as broker_db
+from gateway.broker.store import Batch
 from gateway.config import Settings
 from gateway.core.contract import EMBEDDED_FILTERS, INBOUND_FILTERS
 from gateway.core.lifecycle import Outgoing
@@ -76,6 +78,11 @@ class Bridge:
         self._in_flight: dict[int, int | None] = {}  # paho packet id -> outbox row id (None: a re-sent task)
         self._to_send: deque[tuple[int | None, Outgoing]] = deque()
         self._newest_retained: dict[str, int] = {}  # retained topic -> newest outbox row waiting for it
+        self._broker_attached = False  # broker.db attached to the store's connection (embedded, in process)
+        # Outbox rows whose routing the last embedded commit made durable, deleted by the next one. Not by the same
+        # one: a transaction over two WAL files is atomic per file only, and fieldgate.db commits first, so a crash
+        # between the two could keep the deletion and lose the routing (the queue rows of offline subscribers).
+        self._routed: list[int] = []
         self._stop = threading.Event()
         self._worker = threading.Thread(target=self._run, name="fieldgate-bridge", daemon=True)
         self._make_transport = transport
@@ -84,13 +91,43 @@ class Bridge:
     def start(self, timeout: float | None = 10.0) -> None:
         """Connect (waiting at most `timeout` seconds, None: until `stop`), re-publish what a previous run left in
         the outbox, and start the worker."""
-        self.transport = self._make_transport(self._inbox.put, self._acked.put)
+        self.transport = self._make_transport(self)
         self.transport.start(timeout, self._stop)
         leftovers = self.store.pending_outbox()
         if leftovers:
             log.info("re-publishing outbox left by the previous run", extra={"ctx": {"messages": len(leftovers)}})
         self._queue_for_sending(leftovers)
         self._worker.start()
+
+    # Receiver: what the transport calls.
+
+    def received(self, message: Received) -> None:
+        self._inbox.put(message)
+
+    def published(self, mid: int) -> None:
+        self._acked.put(mid)
+
+    def apply(self, batch: Batch) -> Future[list[tuple[int, Outgoing]]]:
+        """The embedded broker's group commit on the worker: broker.db's rows (attached to fieldgate.db's
+        connection), the gateway's handling of the batch's inbound messages and the deletion of the outbox rows
+        the broker has published, in one transaction."""
+
+        def work() -> list[tuple[int, Outgoing]]:
+            if not self._broker_attached:
+                broker_db.attach(self.store.conn, self.settings.data_dir, self.settings.storage.synchronous.upper())
+                self._broker_attached = True
+            routed = self._routed
+
+            def also() -> None:
+                broker_db.write(self.store.conn, batch, "broker")
+                self.store.delete_outbox(routed)
+
+            with metrics.BRIDGE_BATCH.time():
+                rows = self.gateway.handle_batch((Inbound(*m) for m in batch.inbound), also=also)
+            self._routed = batch.published
+            return rows
+
+        return self.call(work)
 
     @property
     def connected(self) -> bool:
@@ -133,6 +170,10 @@ class Bridge:
                 future.set_exception(TransportError("the bridge stopped before handling this"))
         if self.transport is not None:
             self.transport.stop()
+        if self._routed:  # the broker has stopped: its last commit made their routing durable
+            with self.store.transaction():
+                self.store.delete_outbox(self._routed)
+            self._routed = []
 
     def close(self) -> None:
         """Close the store (after `stop`, or when `start` failed)."""
@@ -223,6 +264,12 @@ class Bridge:
         A retained message that a newer one for the same topic replaces before it was sent is not
         sent at all (its outbox row is simply deleted).
         """
+        if self._to_send and self.transport.hand_over(list(self._to_send)):
+            for _, message in self._to_send:
+                metrics.MESSAGES_OUT.labels(metrics.topic_class(message.topic)).inc()
+            self._to_send.clear()
+            self._newest_retained.clear()
+            return
         superseded: list[int] = []
         while self._to_send and len(self._in_flight) < MAX_IN_FLIGHT:
             outbox_id, message = self._to_send.popleft()

@@ -346,7 +346,10 @@ class FieldgateBroker(Broker):
         limited = self.fg.broker.max_publish_rate > 0 and identity.role not in (Role.gateway, Role.local)
         bucket = RateLimit(self.fg.broker.max_publish_rate, self.fg.broker.publish_burst) if limited else None
         watch_contract = identity.role not in (Role.gateway, Role.operator)
+        paced = identity.role != Role.gateway
         while True:
+            if paced and not engine.reading.is_set():  # backpressure: the gateway's backlog is full
+                await engine.reading.wait()
             kind, flags, body = await link.read_packet(hard_limit)
             if kind == codec.PUBLISH:
                 p = codec.decode_publish(flags, body)

@@ -27,7 +27,7 @@ import asyncio
 import logging
 import time
 from collections import OrderedDict, deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -48,14 +48,18 @@ from gateway.broker.store import Batch, BrokerStore, SessionRow
 from gateway.config import BrokerSettings
 from gateway.core.acl import Identity, Role, may_receive, may_subscribe, needs_receive_check
 from gateway.core.contract import BROKER_EVENTS, INBOUND_HINT, device_topic
+from gateway.core.lifecycle import Outgoing
 from gateway.core.models import BrokerEvent, DeviceEvent, Rejection
 
 log = logging.getLogger("fieldgate.broker")
 
 
 
-#: In-flight window of the embedded bridge's session: lets it commit large batches.
+#: In-flight window of a bridge's session over MQTT (`bridge.in_process: false`): lets it commit large batches.
 GATEWAY_WINDOW = 1000
+#: Commits one batch with the embedded gateway's handling of its inbound messages; returns the outbox rows that
+#: handling queued, for the engine to publish (`gateway.bridge.local`).
+InCommit = Callable[[Batch], Awaitable[list[tuple[int, Outgoing]]]]
 #: A client publishing outside the contract is logged and answered once per topic in this many seconds.
 OFF_CONTRACT_QUIET_SECONDS = 60.0
 
@@ -209,6 +213,14 @@ class Engine:
         self._callbacks: list[Callable[[], None]] = []
         self._committing = False
         self._wake = asyncio.Event()
+        # The embedded gateway, while attached: its session, and how a batch is committed with it.
+        self._gateway: Session | None = None
+        self._gateway_id: str | None = None  # kept after it detaches: its queue takes what it did not apply
+        self._in_commit: InCommit | None = None
+        self._applying = 0  # inbound messages for the gateway in the batch being committed
+        #: Set while publishers may be read: cleared while the gateway's backlog is over broker.gateway_backlog.
+        self.reading = asyncio.Event()
+        self.reading.set()
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="fieldgate-broker-db")
         self._tasks: list[asyncio.Task[None]] = []
         self._next_message_id = 1
@@ -266,12 +278,21 @@ class Engine:
             "seconds": round(time.monotonic() - started, 3)}})
 
     async def stop(self) -> None:
-        """Disconnect every client (no wills: the broker is leaving, not them) and commit what is left."""
+        """Disconnect every client (no wills: the broker is leaving, not them) and commit what is left: the embedded
+        gateway last, so that it applies what its clients sent before they went."""
         for s in list(self.sessions.values()):
-            if s.link is not None:
+            if s.link is not None and s is not self._gateway:
                 s.link.close()
                 self.detach(s, graceful=True, how="stopped")
         await self.flush()
+        for _ in range(10):  # what the gateway published in its last commits, routed durably through it
+            if not self._batch.published:
+                break
+            await self.flush()
+        if (gateway := self._gateway) is not None and gateway.link is not None:
+            gateway.link.close()
+            self.detach(gateway, graceful=True, how="stopped")
+            await self.flush()
         n = self.commits["count"]
         log.info("broker group commits", extra={"ctx": {
             "commits": n, "avg_ms": round(1000 * self.commits["seconds"] / n, 2) if n else 0,
@@ -306,11 +327,17 @@ class Engine:
                 batch, callbacks = self._batch, self._callbacks
                 self._batch, self._callbacks = Batch(), []
                 self._committing = True
+                self._applying = len(batch.inbound)
+                published: list[tuple[int, Outgoing]] = []
                 try:
                     while batch:
                         try:
                             started = time.perf_counter()
-                            await loop.run_in_executor(self._writer, self.store.apply, batch)
+                            if self._in_commit is not None:
+                                published = await self._in_commit(batch)
+                            else:
+                                self._keep_for_gateway(batch)
+                                await loop.run_in_executor(self._writer, self.store.apply, batch)
                             took = time.perf_counter() - started
                             metrics.BROKER_COMMIT.observe(took)
                             self.commits["count"] += 1
@@ -318,15 +345,52 @@ class Engine:
                             self.commits["callbacks"] += len(callbacks)
                             break
                         except Exception:
-                            log.exception("broker.db commit failed; retrying in 1 s (nothing is acknowledged)")
+                            log.exception("broker commit failed; retrying in 1 s (nothing is acknowledged)")
                             await asyncio.sleep(1.0)
                 finally:
                     self._committing = False
+                    self._applying = 0
+                self.publish_outbox(published)
                 for callback in callbacks:
                     try:
                         callback()
                     except Exception:
                         log.exception("acknowledgement after commit failed")
+                if not self.reading.is_set() and len(self._batch.inbound) < self.settings.gateway_backlog:
+                    self.reading.set()
+
+    def _keep_for_gateway(self, batch: Batch) -> None:
+        """Committing without the gateway (it left): queue the batch's messages for it as rows of its session, in
+        this same batch (their publishers' PUBACKs wait for it), to be handed over when it is back. Outbox rows
+        it published stay, and are published again at its next start."""
+        s = self.sessions.get(self._gateway_id) if self._gateway_id else None
+        inbound, batch.inbound, batch.published = batch.inbound, [], []
+        if s is None or not inbound:
+            return
+        open_batch, self._batch = self._batch, batch  # `_offer` writes into the batch being committed
+        try:
+            for topic, payload, origin in inbound:
+                self._offer(s, Message(topic, payload, 1, origin=None if origin is None else Origin(*origin)), 1,
+                            retain=False)
+        finally:
+            self._batch = open_batch
+
+    def apply_in_commit(self, s: Session, commit: InCommit) -> None:
+        """From now on (until `s` detaches) messages routed to `s` are not delivered but handed to `commit`, which
+        commits each batch with them in one transaction (the embedded gateway)."""
+        self._gateway, self._gateway_id, self._in_commit = s, s.client_id, commit
+
+    def publish_outbox(self, rows: list[tuple[int | None, Outgoing]]) -> None:
+        """Publish what the embedded gateway committed (outbox rows; None: a task re-sent, not in the outbox). The
+        next commit deletes the rows, with the queue rows and retained messages their routing made."""
+        s = self._gateway
+        origin = None if s is None else Origin(s.client_id, s.identity)
+        for outbox_id, m in rows:
+            self.publish(m.topic, m.payload, 1, m.retain, origin=origin)
+            if outbox_id is not None:
+                self._batch.published.append(outbox_id)
+        if rows:
+            self._changed()
 
     def _changed(self) -> None:
         self._wake.set()
@@ -352,9 +416,9 @@ class Engine:
             s, present = old, True
         s.link, s.will, s.ready, s.last_seen, s.identity = link, will, False, self.clock(), identity
         s.listener = listener
-        # The embedded bridge's own session is the gateway itself: what it has not consumed yet was already
-        # acknowledged to publishers, so it is not bounded (its backlog shows in `fieldgate sessions`), and a
-        # wide window lets it commit large batches.
+        # A bridge's session is the gateway itself: what it has not applied yet was already acknowledged to
+        # publishers, so it is not bounded (its backlog shows in `fieldgate sessions`), and over MQTT a wide window
+        # lets it commit large batches.
         own = identity.role == Role.gateway
         s.window = GATEWAY_WINDOW if own else self.settings.max_inflight_messages
         s.bounded = not own
@@ -460,6 +524,8 @@ class Engine:
         if s.link is None:
             return
         self._device_event(s, False, how or ("disconnect" if graceful else "lost"))
+        if s is self._gateway:  # from the next commit on, what it has not applied is queued for its return
+            self._gateway = self._in_commit = None
         s.link, s.ready, s.last_seen = None, False, self.clock()
         will, s.will = s.will, None
         s.inbound_qos2.clear()
@@ -513,6 +579,9 @@ class Engine:
 
     def _offer(self, s: Session, msg: Message, qos: int, *, retain: bool) -> None:
         """Give a session one delivery, stored if the session must survive a restart."""
+        if s is self._gateway:
+            self._hand_to_gateway(msg)
+            return
         if s.link is None and qos == 0:
             return  # QoS 0 is not queued for offline clients
         if needs_receive_check(s.identity) and not may_receive(s.identity, msg.topic, msg.payload):
@@ -533,6 +602,17 @@ class Engine:
         s.queue.append(d)
         s.pending_bytes += len(msg.payload)
         self._pump(s)
+
+    def _hand_to_gateway(self, msg: Message) -> None:
+        """Put a message for the embedded gateway into the open batch, which applies it; stop reading from
+        publishers while more than broker.gateway_backlog messages wait for it (the commit in progress included)."""
+        origin = msg.origin
+        self._batch.inbound.append((msg.topic, msg.payload, None if origin is None else (origin.client_id,
+                                                                                          origin.identity)))
+        self._changed()
+        if self.reading.is_set() and len(self._batch.inbound) + self._applying >= self.settings.gateway_backlog:
+            self.reading.clear()
+            metrics.READS_PAUSED.inc()
 
     def _full(self, s: Session, size: int) -> bool:
         """Would one more delivery of `size` bytes break max_queued_messages or max_queued_bytes?"""
@@ -582,6 +662,13 @@ class Engine:
         """Send queued deliveries while the client's in-flight window has room."""
         link = s.link
         if link is None or not s.ready:
+            return
+        if s is self._gateway:  # what was queued for it while it was away, handed over with its rows' deletion
+            while s.queue:
+                d = s.queue.popleft()
+                s.pending_bytes -= len(d.message.payload)
+                self._hand_to_gateway(d.message)
+                self._release(s, d)
             return
         window = s.window
         now = self.clock()

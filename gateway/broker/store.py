@@ -9,16 +9,21 @@
     retained       retained message per topic                       PUBLISH with retain
     meta           schema version
 
-It is a separate file from fieldgate.db so the broker's group commits never wait for the
-bridge's and the other way round. All writes arrive as one `Batch` per transaction from the
-broker's event loop (`gateway.sessions.Engine`), applied on one dedicated thread.
+All writes arrive as one `Batch` per group commit from the broker's event loop
+(`gateway.broker.engine.Engine`). With the gateway embedded (`bridge.in_process`), the bridge's
+worker writes the batch on fieldgate.db's connection, with broker.db attached, in the same
+transaction as the gateway's handling of the batch's inbound messages (`gateway.bridge.local`);
+otherwise `BrokerStore.apply` writes it alone on the engine's writer thread.
 """
 
 from __future__ import annotations
 
+import sqlite3
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
+from gateway.core.acl import Identity
 from gateway.store import sqlite
 
 DB_NAME = "broker.db"
@@ -49,11 +54,15 @@ class Batch:
     retained: dict[str, tuple[bytes, int] | None] = field(default_factory=dict)  # None deletes
     sessions: dict[str, SessionRow | None] = field(default_factory=dict)  # None deletes the session row
     subscriptions: dict[tuple[str, str], int | None] = field(default_factory=dict)  # (client, filter) → qos/None
+    #: For the embedded gateway, applied in the same transaction: the inbound messages it must handle (topic,
+    #: payload, publisher's client id and identity) and the outbox rows of fieldgate.db this batch publishes.
+    inbound: list[tuple[str, bytes, tuple[str, Identity] | None]] = field(default_factory=list)
+    published: list[int] = field(default_factory=list)
 
     def __bool__(self) -> bool:
         return any(
             (self.messages, self.queued, self.sent, self.acked, self.dead_messages, self.retained, self.sessions,
-             self.subscriptions)
+             self.subscriptions, self.inbound, self.published)
         )
 
 
@@ -69,6 +78,59 @@ class Snapshot:
     retained: list[tuple[str, bytes, int]]
     next_message_id: int
     next_queue_id: int
+
+
+def write(conn: sqlite3.Connection, batch: Batch, schema: str = "main") -> None:
+    """Write one batch inside the caller's transaction; `schema` names broker.db on that connection (`main` on its
+    own, `broker` where it is attached to fieldgate.db's).
+
+    A queue row inserted and acknowledged within the same batch — a subscriber that PUBACKed
+    before the commit — is never written at all, nor is a message no written queue row needs.
+    """
+    settled = set(batch.acked).intersection(q[0] for q in batch.queued)
+    if settled:
+        dead = set(batch.dead_messages)
+        born_dead = {m[0] for m in batch.messages} & dead
+        batch.queued = [q for q in batch.queued if q[0] not in settled]
+        batch.sent = [s for s in batch.sent if s[2] not in settled]
+        batch.acked = [a for a in batch.acked if a not in settled]
+        batch.messages = [m for m in batch.messages if m[0] not in born_dead]
+        batch.dead_messages = [d for d in batch.dead_messages if d not in born_dead]
+    c, db = conn, schema
+    for client_id, row in batch.sessions.items():
+        if row is None:
+            c.execute(f"DELETE FROM {db}.sessions WHERE client_id = ?", (client_id,))
+        else:
+            will = row.will or (None, None, None, None)
+            c.execute(
+                f"INSERT OR REPLACE INTO {db}.sessions (client_id, clean, connected, last_seen, will_topic, "
+                "will_payload, will_qos, will_retain, dropped, denied, off_contract) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (client_id, int(row.clean), int(row.connected), row.last_seen, *will, row.dropped,
+                 row.denied, row.off_contract),
+            )
+    for (client_id, topic_filter), qos in batch.subscriptions.items():
+        if qos is None:
+            c.execute(f"DELETE FROM {db}.subscriptions WHERE client_id = ? AND filter = ?", (client_id, topic_filter))
+        else:
+            c.execute(f"INSERT OR REPLACE INTO {db}.subscriptions VALUES (?, ?, ?)", (client_id, topic_filter, qos))
+    c.executemany(f"INSERT INTO {db}.messages (id, topic, payload, qos) VALUES (?, ?, ?, ?)", batch.messages)
+    c.executemany(f"INSERT INTO {db}.queue (id, client_id, message_id, qos) VALUES (?, ?, ?, ?)", batch.queued)
+    c.executemany(f"UPDATE {db}.queue SET sent = ?, packet_id = ? WHERE id = ?", batch.sent)
+    c.executemany(f"DELETE FROM {db}.queue WHERE id = ?", ((i,) for i in batch.acked))
+    c.executemany(f"DELETE FROM {db}.messages WHERE id = ?", ((i,) for i in batch.dead_messages))
+    for topic, value in batch.retained.items():
+        if value is None:
+            c.execute(f"DELETE FROM {db}.retained WHERE topic = ?", (topic,))
+        else:
+            c.execute(f"INSERT OR REPLACE INTO {db}.retained VALUES (?, ?, ?)", (topic, *value))
+
+
+def attach(conn: sqlite3.Connection, data_dir: Path, synchronous: str) -> None:
+    """Make broker.db's tables writable on another connection (fieldgate.db's) as `broker.<table>`, so that one
+    transaction there writes both files: the embedded gateway's group commit (`gateway.bridge.local`)."""
+    conn.execute("ATTACH DATABASE ? AS broker", (str(data_dir / DB_NAME),))
+    conn.execute(f"PRAGMA broker.synchronous={synchronous}")
 
 
 class BrokerStore(sqlite.SqliteFile):
@@ -105,54 +167,9 @@ class BrokerStore(sqlite.SqliteFile):
     # ------------------------------------------------------------------ write path
 
     def apply(self, batch: Batch) -> None:
-        """Write one batch in one transaction (the group commit).
-
-        A queue row inserted and acknowledged within the same batch — a subscriber that PUBACKed
-        before the commit — is never written at all, nor is a message no written queue row needs.
-        """
-        settled = set(batch.acked).intersection(q[0] for q in batch.queued)
-        if settled:
-            dead = set(batch.dead_messages)
-            born_dead = {m[0] for m in batch.messages} & dead
-            batch.queued = [q for q in batch.queued if q[0] not in settled]
-            batch.sent = [s for s in batch.sent if s[2] not in settled]
-            batch.acked = [a for a in batch.acked if a not in settled]
-            batch.messages = [m for m in batch.messages if m[0] not in born_dead]
-            batch.dead_messages = [d for d in batch.dead_messages if d not in born_dead]
-        c = self.conn
-        c.execute("BEGIN IMMEDIATE")
-        try:
-            for client_id, row in batch.sessions.items():
-                if row is None:
-                    c.execute("DELETE FROM sessions WHERE client_id = ?", (client_id,))
-                else:
-                    will = row.will or (None, None, None, None)
-                    c.execute(
-                        "INSERT OR REPLACE INTO sessions (client_id, clean, connected, last_seen, will_topic, "
-                        "will_payload, will_qos, will_retain, dropped, denied, off_contract) "
-                        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                        (client_id, int(row.clean), int(row.connected), row.last_seen, *will, row.dropped,
-                         row.denied, row.off_contract),
-                    )
-            for (client_id, topic_filter), qos in batch.subscriptions.items():
-                if qos is None:
-                    c.execute("DELETE FROM subscriptions WHERE client_id = ? AND filter = ?", (client_id, topic_filter))
-                else:
-                    c.execute("INSERT OR REPLACE INTO subscriptions VALUES (?, ?, ?)", (client_id, topic_filter, qos))
-            c.executemany("INSERT INTO messages (id, topic, payload, qos) VALUES (?, ?, ?, ?)", batch.messages)
-            c.executemany("INSERT INTO queue (id, client_id, message_id, qos) VALUES (?, ?, ?, ?)", batch.queued)
-            c.executemany("UPDATE queue SET sent = ?, packet_id = ? WHERE id = ?", batch.sent)
-            c.executemany("DELETE FROM queue WHERE id = ?", ((i,) for i in batch.acked))
-            c.executemany("DELETE FROM messages WHERE id = ?", ((i,) for i in batch.dead_messages))
-            for topic, value in batch.retained.items():
-                if value is None:
-                    c.execute("DELETE FROM retained WHERE topic = ?", (topic,))
-                else:
-                    c.execute("INSERT OR REPLACE INTO retained VALUES (?, ?, ?)", (topic, *value))
-        except BaseException:
-            c.execute("ROLLBACK")
-            raise
-        c.execute("COMMIT")
+        """Write one batch in its own transaction (the group commit of a broker without the gateway in it)."""
+        with sqlite.transaction(self.conn):
+            write(self.conn, batch)
 
     # ------------------------------------------------------------------ start-up
 

@@ -11,6 +11,8 @@ from __future__ import annotations
 import logging
 import sqlite3
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -97,6 +99,19 @@ def connect(path: Path, *, readonly: bool = False, synchronous: str = "FULL") ->
     return conn
 
 
+@contextmanager
+def transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
+    """BEGIN IMMEDIATE … COMMIT on a connection in autocommit mode (as `connect` opens them); rolls back if the
+    block raises. The one place fieldgate begins and ends a transaction."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield conn
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")
+
+
 def add_missing_columns(db: sqlite_utils.Database, table: str, columns: dict[str, Any]) -> None:
     """Forward migration of an existing table: add each column it lacks (SQLite's ALTER TABLE ADD COLUMN)."""
     have = {c.name for c in db[table].columns}
@@ -119,6 +134,7 @@ class SqliteFile:
     def __init__(self, path: Path, *, readonly: bool = False, synchronous: str = "FULL", create: bool = True) -> None:
         self.path = path
         self.readonly = readonly
+        self.synchronous = synchronous
         if not path.exists() and (readonly or not create):
             raise StoreError(f"no fieldgate database at {path}",
                              hint="Point --data-dir (or --config) at the data directory `fieldgate serve` uses"
@@ -155,8 +171,7 @@ class SqliteFile:
 
     def _upgrade(self) -> None:
         """Create or migrate the schema in one transaction; refuse a file from a newer fieldgate."""
-        self.conn.execute("BEGIN IMMEDIATE")
-        try:
+        with transaction(self.conn):
             found = self._version()
             if found is not None and found > self.SCHEMA_VERSION:
                 raise StoreError(f"{self.path} has schema version {found}, newer than this fieldgate's "
@@ -164,10 +179,6 @@ class SqliteFile:
             self.db["meta"].create({"key": str, "value": str}, pk="key", if_not_exists=True)
             self._migrate()
             self.conn.execute("INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)", (str(self.SCHEMA_VERSION),))
-        except BaseException:
-            self.conn.execute("ROLLBACK")
-            raise
-        self.conn.execute("COMMIT")
 
     def _migrate(self) -> None:
         """Create the tables and indexes this file needs, and add columns older files lack (idempotent)."""
