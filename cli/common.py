@@ -19,6 +19,7 @@ from rich.table import Table
 from gateway.config import Settings, load_settings
 from gateway.errors import InvalidInput
 from gateway.store import datadir
+from gateway.store.queries import Queries
 from gateway.store.tables import Store, db_path
 
 console = Console(highlight=False)
@@ -66,9 +67,9 @@ def where() -> str | None:
     return None if s is None else f"data directory {s.data_dir} ({s.data_dir_origin})"
 
 
-def read_store(s: Settings) -> Store:
+def read_store(s: Settings) -> Queries:
     """The gateway's database, read-only: safe while `fieldgate serve` writes it; never creates a file."""
-    return Store(db_path(s.data_dir), readonly=True)
+    return Queries(db_path(s.data_dir))
 
 
 def write_store(s: Settings, *, init: bool = False) -> Store:

@@ -29,7 +29,8 @@ from cli.common import (
 from gateway.core.lifecycle import FINAL, OrderRecord
 from gateway.core.models import ShopCommand, Status
 from gateway.errors import FieldgateError, StoreError
-from gateway.store.tables import Store, purge
+from gateway.store.queries import Queries
+from gateway.store.tables import purge
 
 app = typer.Typer(help="Look at orders, and act on them as an operator.", no_args_is_help=True)
 
@@ -46,7 +47,7 @@ def _items(order: dict[str, Any]) -> str:
     return ", ".join(f"{i['qty']}x {i['name']}" for i in order["items"])
 
 
-def _order(store: Store, order_id: str) -> OrderRecord:
+def _order(store: Queries, order_id: str) -> OrderRecord:
     record = store.get_order(order_id)
     if record is None:
         raise StoreError(f"no order {order_id!r} in {store.path}", hint="List orders with `fieldgate orders list`.")

@@ -24,7 +24,7 @@ from cli.common import (
 )
 from gateway.core.models import Assignment, Locale, Shop
 from gateway.errors import StoreError
-from gateway.store.tables import Store
+from gateway.store.tables import Tables
 
 app = typer.Typer(help="Shops: where they are and how their orders find a courier.", no_args_is_help=True)
 
@@ -153,7 +153,7 @@ def show_cmd(shop_id: ShopArg, config: ConfigOpt = None, data_dir: DataDirOpt = 
     ], title="couriers", empty="no couriers ride for this shop: `fieldgate couriers add ID --shop " + shop_id + "`")
 
 
-def _shop(store: Store, shop_id: str) -> Shop:
+def _shop(store: Tables, shop_id: str) -> Shop:
     found = store.get_shop(shop_id)
     if found is None:
         raise StoreError(f"no shop {shop_id!r} is registered", hint="List them with `fieldgate shops list`.")

@@ -8,7 +8,8 @@ store does not load the broker):
 - `Bridge`, `BrokerUrl`                  the MQTT bridge (gateway.bridge.worker, gateway.bridge.transport)
 - `EmbeddedBroker`                       amqtt, embedded (gateway.broker.embedded)
 - `Gateway`                              inbound message → rows + outbound messages (gateway.bridge.service)
-- `Store`                                the SQLite file (gateway.store.tables)
+- `Store`                                the SQLite file's one writer (gateway.store.tables)
+- `Queries`                              what its readers use: CLI, HTTP, pages (gateway.store.queries)
 - `FieldgateError` and its subclasses    the error tree (gateway.errors)
 
 Pure parts, testable without a broker: `gateway.core` — the topic contract, the order lifecycle,
@@ -26,6 +27,7 @@ _EXPORTS = {
     "EmbeddedBroker": "gateway.broker.embedded",
     "FieldgateError": "gateway.errors",
     "Gateway": "gateway.bridge.service",
+    "Queries": "gateway.store.queries",
     "Settings": "gateway.config",
     "Store": "gateway.store.tables",
     "load_settings": "gateway.config",

@@ -22,7 +22,7 @@ from prometheus_client.registry import Collector
 from gateway.core.contract import TOPICS
 
 if TYPE_CHECKING:
-    from gateway.store.tables import StoreFigures
+    from gateway.store.queries import StoreFigures
 
 disable_created_metrics()  # no `_created` series: scrapes stay short, and `fieldgate top` reads fewer lines
 REGISTRY = CollectorRegistry(auto_describe=True)

@@ -20,7 +20,8 @@ import pytest
 from conftest import DEADLINE, Peer, order
 from paho.mqtt.enums import CallbackAPIVersion
 
-from gateway.store.tables import Store, db_path
+from gateway.store.queries import Queries
+from gateway.store.tables import db_path
 
 CYCLES = int(os.environ.get("FIELDGATE_CRASH_CYCLES", "10"))
 COURIERS = [f"cc{i:03d}" for i in range(200)]  # a busy street: a dozen active orders each
@@ -120,7 +121,7 @@ def test_nothing_acknowledged_is_lost_across_sigkills_under_load(spawn, peers):
     audit.wait_until(audit_has_all, "every acknowledged order and fix at the audit subscriber", timeout=120)
     phone.wait_until(lambda: orders <= {m.json()["order_id"] for m in phone.messages},
                      "a task for every acknowledged order", timeout=120)
-    store = Store(db_path(gw.data_dir), readonly=True)
+    store = Queries(db_path(gw.data_dir))
     stored_orders = {r["order_id"] for r in store.db.query("SELECT order_id FROM orders")}
     stored_fixes = {r["tst"] for r in store.db.query("SELECT tst FROM gps_fixes")}
     lost = len(orders - stored_orders) + len(fixes - stored_fixes)

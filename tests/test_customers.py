@@ -20,6 +20,7 @@ from gateway.core.media import sniff
 from gateway.core.models import Courier, Shop
 from gateway.errors import ConfigError
 from gateway.store.media import MediaFiles
+from gateway.store.queries import Queries
 from gateway.store.tables import Store, db_path
 
 JPEG = b"\xff\xd8\xff\xe0\x00\x10JFIF\x00\x01" + bytes(range(256)) * 8
@@ -114,7 +115,7 @@ def test_a_notice_in_quiet_hours_waits_for_their_end_survives_a_restart_and_only
     assert (morning["kind"], morning["deferred"]) == ("delivered", True)  # the picked_up one is obsolete
     assert "delivered" in morning["text"] and "1 to 5 stars" in morning["text"]
     assert timers(gw) == []
-    kept = {n["kind"]: n for n in gw.store.notices_of("A1001")}
+    kept = {n["kind"]: n for n in Queries(db_path(tmp_path)).notices_of("A1001")}
     assert kept["picked_up"]["dropped_at"] and not kept["picked_up"]["sent_at"]
     assert kept["delivered"]["sent_at"]
 
@@ -263,7 +264,7 @@ def test_uploads_may_exceed_the_packet_limit_on_media_topics_only_and_bad_files_
     watch.subscribe(f"couriers/{other}/errors")
     watch.publish(f"couriers/{other}/media/{oid}/chat", PNG)
     watch.wait_for(f"couriers/{other}/errors", lambda r: "is not the courier of order" in r["reason"])
-    store = Store(db_path(gw.data_dir), readonly=True)
+    store = Queries(db_path(gw.data_dir))
     dead = [r["reason"] for r in store.db.query("SELECT reason FROM dead_letters WHERE order_id = ?", [oid])]
     assert len(dead) == 3
 

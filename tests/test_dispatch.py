@@ -13,6 +13,7 @@ from conftest import GatewayProcess, Peer, fieldgate, launch, order
 
 from gateway.core.geo import offset
 from gateway.core.models import Courier, Shop
+from gateway.store.queries import Queries
 from gateway.store.tables import Store, db_path
 
 SHOP = (31.2304, 121.4737)
@@ -249,7 +250,7 @@ def test_the_arriving_geofence_fires_once_with_actor_geofence(gw, peers, ids):
     terminal.publish(f"couriers/{courier}/gps", at(3000 - 200, ago=5))  # … and back in
     terminal.publish(f"couriers/{courier}/status", {"order_id": oid, "status": "delivered"})
     acks(terminal, oid, "status_changed", count=3)  # en_route, arriving, delivered: arriving only once
-    timeline = Store(db_path(gw.data_dir), readonly=True).timeline(oid)
+    timeline = Queries(db_path(gw.data_dir)).timeline(oid)
     assert [e["actor"] for e in timeline if e["status"] == "arriving" and e["kind"] == "status"] == ["geofence"]
 
 

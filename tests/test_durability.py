@@ -6,7 +6,8 @@ import json
 
 from conftest import Peer, fieldgate, order, raw_connect, recv_exactly
 
-from gateway.store.tables import Store, db_path
+from gateway.store.queries import Queries
+from gateway.store.tables import db_path
 
 FAST = {"broker": {"retry_interval_seconds": 1}, "bridge": {"task_retry_seconds": 60}}
 
@@ -191,7 +192,7 @@ def test_corrupt_or_foreign_databases_are_moved_aside_and_the_gateway_starts(spa
     ordersys.publish("orders/in", order())
     ordersys.wait_for("ordersys/acks")
     assert "ok" in fieldgate("db", "check", "--data-dir", str(data)).stdout
-    assert Store(db_path(data), readonly=True).get_order("A1001") is not None
+    assert Queries(db_path(data)).get_order("A1001") is not None
 
 
 def test_db_vacuum_compacts_both_files(spawn, tmp_path):

@@ -6,7 +6,8 @@ from __future__ import annotations
 import pytest
 from conftest import order
 
-from gateway.store.tables import Store, db_path
+from gateway.store.queries import Queries
+from gateway.store.tables import db_path
 
 
 def run_flow(port: int, peers, ids) -> None:
@@ -64,5 +65,5 @@ def test_killed_bridge_loses_nothing_its_broker_queued(mosquitto, spawn, peers, 
 
     ordersys.wait_until(lambda: set(accepted()) == set(wanted), "an accepted ack for every order", timeout=60)
     print(f"{len(wanted)} orders, {len(accepted()) - len(wanted)} duplicate acks after SIGKILL")
-    store = Store(db_path(data), readonly=True)
+    store = Queries(db_path(data))
     assert store.db.execute("SELECT COUNT(*) FROM orders").fetchone()[0] == len(wanted)

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from conftest import GatewayProcess, Peer, fix, order, raw_connect
 
-from gateway.store.tables import Store, db_path
+from gateway.store.queries import Queries
+from gateway.store.tables import db_path
 
 
-def store_of(gw: GatewayProcess) -> Store:
-    return Store(db_path(gw.data_dir), readonly=True)
+def store_of(gw: GatewayProcess) -> Queries:
+    return Queries(db_path(gw.data_dir))
 
 
 def barrier(peer: Peer, courier: str) -> None:

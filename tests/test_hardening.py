@@ -23,6 +23,7 @@ from conftest import (
     raw_connect,
 )
 
+from gateway.store.queries import Queries
 from gateway.store.tables import Store, db_path
 
 PASSWORD = "s3cret-Passw0rd"
@@ -138,7 +139,7 @@ def test_a_fix_from_the_future_is_refused_and_does_not_freeze_the_courier(gatewa
     phone.publish(f"couriers/{courier}/gps", good)
     [location] = phone.wait_for(f"couriers/{courier}/location")
     assert location["tst"] == good["tst"]
-    store = Store(db_path(gateway.data_dir), readonly=True)
+    store = Queries(db_path(gateway.data_dir))
     dead = list(store.db.query("SELECT reason FROM dead_letters WHERE topic = ?", [f"couriers/{courier}/gps"]))
     assert len(dead) == 1 and "ahead" in dead[0]["reason"]
 
@@ -153,7 +154,7 @@ def test_a_week_old_fix_is_kept_in_history_but_never_becomes_the_location(gatewa
     phone.publish(f"couriers/{courier}/gps", {"_type": "location", "barrier": True})  # answered after both
     phone.wait_for(f"couriers/{courier}/errors")
     assert [m["tst"] for m in phone.on(f"couriers/{courier}/location")] == [current["tst"]]
-    store = Store(db_path(gateway.data_dir), readonly=True)
+    store = Queries(db_path(gateway.data_dir))
     kept = [r["tst"] for r in store.db.query("SELECT tst FROM gps_fixes WHERE courier_id = ?", [courier])]
     assert sorted(kept) == sorted([current["tst"], stale["tst"]])
 
@@ -328,7 +329,7 @@ def test_the_retained_state_of_a_finished_order_is_cleared_after_retain_final_se
     ordersys.publish("orders/in", order(order_id="R-2", courier_id="c7"))
     peers(gw.port).publish("couriers/c7/status", {"order_id": "R-1", "status": "delivered"})
     ordersys.wait_for("ordersys/acks", lambda a: a["order_id"] == "R-1" and a["status"] == "delivered")
-    store = Store(db_path(gw.data_dir), readonly=True)
+    store = Queries(db_path(gw.data_dir))
     eventually(lambda: store.conn.execute("SELECT state_cleared FROM orders WHERE order_id = 'R-1'").fetchone()[0],
                "R-1's state cleared")
     late = peers(gw.port, subscribe=("orders/+/state",))
@@ -496,7 +497,7 @@ def test_operators_act_from_the_cli_through_the_running_gateway(gateway, peers, 
     assert again.returncode == 0 and "no change" in again.stdout
     cancelled = fieldgate("orders", "cancel", oid, "--reason", "customer called", *data)
     assert cancelled.returncode == 0 and "now cancelled" in cancelled.stdout
-    timeline = Store(db_path(gateway.data_dir), readonly=True).timeline(oid)
+    timeline = Queries(db_path(gateway.data_dir)).timeline(oid)
     assert [e["actor"] for e in timeline if e["kind"] in ("assigned", "status")] == ["operator"] * 3
 
     refused = fieldgate("orders", "packed", ids("nope"), *data)

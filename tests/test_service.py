@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 
 from gateway.bridge.service import Gateway, Inbound
 from gateway.config import BridgeSettings, Settings
+from gateway.store.queries import Queries
 from gateway.store.tables import Store
 
 
@@ -76,7 +77,8 @@ def test_a_batch_is_one_transaction_and_a_bad_message_spoils_nothing_else(tmp_pa
     batch.insert(1, Inbound("orders/in", b"garbage"))
     out = [m.topic for _, m in gw.handle_batch(batch)]
     assert out.count("ordersys/errors") == 1
-    assert gw.store.stats()["orders"] == 3 and gw.store.stats()["dead_letters"] == 1
+    stats = Queries(tmp_path / "fieldgate.db").stats()
+    assert stats["orders"] == 3 and stats["dead_letters"] == 1
 
 
 json_values = st.recursive(

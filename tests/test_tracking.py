@@ -18,6 +18,7 @@ from gateway.core import board, lifecycle, tracking
 from gateway.core.lifecycle import CourierRef, OrderRecord
 from gateway.core.models import Fix, Order, Shop, ShopCommand, Status
 from gateway.errors import Rejected
+from gateway.store.queries import Queries
 from gateway.store.tables import Store
 
 NOW = datetime(2026, 11, 22, 10, 0, tzinfo=UTC)
@@ -128,14 +129,15 @@ def test_the_link_is_made_once_given_again_and_dead_once_purged(tmp_path):
     token = link.removeprefix("https://track.example.com/t/")
     assert link != token and accepted(order(courier_id=None)) == link  # a repeat: the same link
     assert accepted(order(courier_id=None, notes="ring twice")) == link  # an update: the same link
-    found = store.tracked_order(tracking.digest(token))
+    queries = Queries(tmp_path / "fieldgate.db")
+    found = queries.tracked_order(tracking.digest(token))
     assert found is not None and found[0].order_id == ORDER["order_id"]
     assert token not in (tmp_path / "fieldgate.db").read_bytes().decode("latin-1")  # only its digest is kept
     cancel = {"command": "cancel", "order_id": ORDER["order_id"], "reason": "test"}
     gateway.handle_batch([Inbound("operator/commands", json.dumps(cancel).encode())])
     with store.transaction():
         store.purge_personal_data(NOW + timedelta(days=1))
-    assert store.tracked_order(tracking.digest(token)) is None
+    assert queries.tracked_order(tracking.digest(token)) is None
 
 
 def test_a_shops_notice_may_carry_the_tracking_link(tmp_path):

@@ -25,6 +25,7 @@ from test_customers import JPEG
 from test_dispatch import at, register, shop_order
 
 from gateway.core.acl import Role
+from gateway.store.queries import Queries
 from gateway.store.tables import Store, db_path
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
@@ -393,7 +394,7 @@ def test_bad_input_on_the_pages_endpoints_gets_a_clear_problem_and_a_dead_letter
             assert response.headers["content-type"] == "application/problem+json"
             assert words in response.json()["detail"], response.json()
 
-        dead = len(Store(db_path(gw.data_dir), readonly=True).dead_letters(limit=1000))
+        dead = len(Queries(db_path(gw.data_dir)).dead_letters(limit=1000))
         json_type = {"Content-Type": "application/json"}
         refused(http.post(f"{link}/chat", content=b"{not json", headers=json_type), 400, "not valid JSON")
         refused(http.post(f"{link}/chat", json={"text": 42}), 422, "text")
@@ -402,7 +403,7 @@ def test_bad_input_on_the_pages_endpoints_gets_a_clear_problem_and_a_dead_letter
         refused(http.post(f"{link}/chat", content=b"text=hi", headers=form), 415, "not JSON")
         refused(http.post(f"{link}/rating", json={"stars": 5}), 409, "only a delivered order is rated")
         refused(http.post(f"{link}/rating", json={"stars": 9}), 422, "stars")
-        store = Store(db_path(gw.data_dir), readonly=True)
+        store = Queries(db_path(gw.data_dir))
         assert len(store.dead_letters(limit=1000)) >= dead + 6
         store.close()
         # a shop's session may not read or write another shop's order, nor an order nobody placed

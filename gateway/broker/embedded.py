@@ -67,7 +67,8 @@ from gateway.config import Settings
 from gateway.core import acl, contract
 from gateway.core.acl import Role
 from gateway.errors import BrokerStartError
-from gateway.store.tables import Store, db_path
+from gateway.store.queries import Queries
+from gateway.store.tables import db_path
 
 log = logging.getLogger("fieldgate.broker")
 
@@ -431,13 +432,13 @@ class EmbeddedBroker:
         self.settings = settings
         self.store = BrokerStore(Path(settings.data_dir) / DB_NAME, synchronous=settings.storage.synchronous.upper())
         self.engine = Engine(self.store, settings.broker)
-        self.users_db: Store | None = None  # opened at start, read-only: the bridge's Store created it
+        self.users_db: Queries | None = None  # opened at start, read-only: the bridge's Store created it
         self.auth: Authenticator | None = None
         self._broker: FieldgateBroker | None = None
 
     async def start(self) -> None:
         """Restore broker.db and start listening (`address` tells where; port 0 picks a free one)."""
-        self.users_db = Store(db_path(self.settings.data_dir), readonly=True)
+        self.users_db = Queries(db_path(self.settings.data_dir))
         self.auth = Authenticator(self.users_db.users, allow_anonymous=self.settings.allow_anonymous)
         await self.engine.start()
         broker = FieldgateBroker(amqtt_config(self.settings), self.engine, self.settings, self.auth)

@@ -120,7 +120,7 @@ def start_of_day(now: datetime, timezone: str) -> datetime:
 
 
 def pin(row: dict[str, Any], shop_at: tuple[float, float] | None, default_max_active: int) -> Pin:
-    """A courier row of the store (`Store.couriers`) on the shop's map."""
+    """A courier row of the store (`Queries.couriers`) on the shop's map."""
     fix = None if row["fix_json"] is None else json.loads(row["fix_json"])
     lat, lon = (fix["lat"], fix["lon"]) if fix else (None, None)
     far = None if fix is None or shop_at is None else round(haversine_m(shop_at[0], shop_at[1], lat, lon))

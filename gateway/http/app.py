@@ -76,7 +76,7 @@ from gateway.http.models import (
 from gateway.http.problems import HttpProblem, Problem, problem
 from gateway.http.reader import Reader
 from gateway.store.media import MediaFiles
-from gateway.store.tables import Store
+from gateway.store.queries import Queries
 from gateway.web.live import Hub
 from gateway.web.session import COOKIE, CSRF_HEADER
 
@@ -276,7 +276,7 @@ async def submit(request: Request, who: Identity, topic: str | None, respond: Ca
     return Response(content, status, media_type=problems.MEDIA_TYPE if status >= 400 else "application/json")
 
 
-async def read(request: Request, work: Callable[[Store], Any]) -> Any:
+async def read(request: Request, work: Callable[[Queries], Any]) -> Any:
     """Run a read on a worker thread with the reader's store."""
     reader = context(request).reader
 
@@ -517,7 +517,7 @@ def _reads(app: FastAPI) -> None:
     async def get_order(request: Request, who: Caller, order_id: OrderId) -> OrderDetail:
         """One order: as placed, its state now (status, courier, location, ETA) and its timeline."""
 
-        def work(store: Store) -> tuple[OrderRecord | None, list[dict[str, Any]]]:
+        def work(store: Queries) -> tuple[OrderRecord | None, list[dict[str, Any]]]:
             record = store.get_order(order_id)
             return record, [] if record is None or not _visible(who, record) else store.timeline(order_id)
 
@@ -558,7 +558,7 @@ def _reads(app: FastAPI) -> None:
         if who.role not in (Role.operator, Role.shop, Role.courier):
             raise _forbidden(f"{who} may not list couriers")
 
-        def work(store: Store) -> list[dict[str, Any]]:
+        def work(store: Queries) -> list[dict[str, Any]]:
             if who.role == Role.operator:
                 return store.couriers()
             return store.couriers(store.couriers_of_shop(who.id or "") if who.role == Role.shop else [who.id or ""])

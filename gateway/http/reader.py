@@ -1,4 +1,5 @@
-"""The HTTP side's view of fieldgate.db: read-only, beside the bridge that writes it (WAL).
+"""The HTTP side's view of fieldgate.db: `gateway.store.queries.Queries`, read-only, beside the bridge that
+writes it (WAL).
 
 One connection, one reader at a time: the reads behind a request take milliseconds, and the
 HTTP side's threads (request handlers, the webhook sender, metrics) share it through `with
@@ -13,19 +14,19 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from gateway.store.tables import Store
+from gateway.store.queries import Queries
 
 
 class Reader:
     def __init__(self, path: Path) -> None:
-        self._store = Store(path, readonly=True)
+        self._queries = Queries(path)
         self._lock = threading.Lock()
 
     @contextmanager
-    def __call__(self) -> Iterator[Store]:
+    def __call__(self) -> Iterator[Queries]:
         with self._lock:
-            yield self._store
+            yield self._queries
 
     def close(self) -> None:
         with self._lock:
-            self._store.close()
+            self._queries.close()

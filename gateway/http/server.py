@@ -37,7 +37,8 @@ from gateway.http.reader import Reader
 from gateway.http.webhooks import WebhookSender
 from gateway.store.datadir import secret_key
 from gateway.store.media import MediaFiles
-from gateway.store.tables import StoreFigures, db_path
+from gateway.store.queries import StoreFigures
+from gateway.store.tables import db_path
 from gateway.web.live import Hub
 from gateway.web.pages import add_pages
 from gateway.web.session import Sessions

@@ -11,7 +11,7 @@ delivery in flight when the process dies is still pending and is sent again, wit
     webhook-signature   v1,<base64 HMAC-SHA256 of "<id>.<timestamp>.<body>" keyed with the secret>
 
 For each endpoint at most `webhooks.max_in_flight_per_endpoint` POSTs are under way, and an
-order's deliveries go one at a time, oldest first (`Store.due_deliveries`), so its events arrive in
+order's deliveries go one at a time, oldest first (`Queries.due_deliveries`), so its events arrive in
 the order they happened. What an answer means is `gateway.core.webhooks.judge`'s; the outcome is
 committed by the bridge (`Gateway.record_webhook`).
 """

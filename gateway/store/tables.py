@@ -1,6 +1,7 @@
-"""The SQLite store: the only code that creates or writes fieldgate's tables.
+"""The SQLite store: `Store` is the one writer of fieldgate's tables, and the only code that creates them.
 
-One file, `<data_dir>/fieldgate.db`, in WAL mode so the CLI reads while the gateway writes.
+One file, `<data_dir>/fieldgate.db`, in WAL mode so its readers (`gateway.store.queries`: the CLI,
+the HTTP side, the pages) read while the gateway writes.
 
     table          one row per                          written by
     orders         order (latest snapshot)              put_order
@@ -32,9 +33,10 @@ One file, `<data_dir>/fieldgate.db`, in WAL mode so the CLI reads while the gate
     idempotency    answered HTTP request, by its key    save_idempotent
 
 Writers call methods inside `transaction()`; nothing here commits on its own, so one inbound
-message (or one batch) is all-or-nothing. sqlite-utils creates the schema and serves the
-read-only queries of the CLI; writes are plain SQL on the same connection so they join the
-caller's transaction (sqlite-utils' own insert helpers commit by themselves).
+message (or one batch) is all-or-nothing. sqlite-utils creates the schema; writes are plain SQL
+on the same connection so they join the caller's transaction (sqlite-utils' own insert helpers
+commit by themselves). `Tables`, the base of `Store` and of the readers' `Queries`, holds the
+reads both make, and the row converters and SQL pieces `gateway.store.queries` imports from here.
 """
 
 from __future__ import annotations
@@ -42,7 +44,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import uuid
-from collections.abc import Callable, Collection, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
@@ -96,15 +98,6 @@ def _shop(row: tuple[Any, ...]) -> Shop:
     return Shop(**dict(zip(_SHOP_COLUMNS.split(", "), row, strict=True)))
 
 
-#: The sources of `Store.feed`: (table, id column, time column, what a row says).
-_FEED = {
-    "event": ("order_events", "id", "at", "x.kind, x.status, x.actor, x.reason, "
-              "COALESCE(x.courier_id, o.courier_id) AS courier"),
-    "rejection": ("dead_letters", "id", "received_at", "x.topic, x.reason, o.courier_id AS courier"),
-    "notice": ("notices", "rowid", "created_at", "x.kind, x.text, x.deferred_until, o.courier_id AS courier"),
-}
-
-
 #: Final statuses in SQL, from the lifecycle's FINAL (never spelled out twice).
 _FINAL_SQL = "(" + ", ".join(f"'{s.value}'" for s in sorted(FINAL)) + ")"
 _RECORD_COLUMNS = ("order_json, status, progress, courier_id, location_json, created_at, updated_at, tracking_json, "
@@ -113,17 +106,6 @@ _RECORD_COLUMNS = ("order_json, status, progress, courier_id, location_json, cre
 
 def _iso(at: datetime) -> str:
     return at.astimezone(UTC).isoformat(timespec="milliseconds")
-
-
-@dataclass(frozen=True)
-class StoreFigures:
-    """What fieldgate.db says at a metrics scrape (`gateway.metrics`)."""
-
-    orders_by_status: dict[str, int]
-    couriers_online: int
-    outbox: int
-    webhook_backlog: int
-    oldest_webhook: str | None  # ISO time the oldest waiting delivery was made
 
 
 @dataclass(frozen=True)
@@ -159,8 +141,9 @@ class DueTask:
     attempts: int
 
 
-class Store(sqlite.SqliteFile):
-    """The gateway's SQLite database. Not thread-safe: one Store per thread."""
+class Tables(sqlite.SqliteFile):
+    """fieldgate.db, open for writing (`Store`) or read-only (`gateway.store.queries.Queries`): its `users` and
+    `tokens`, and the reads both the writer and the readers make."""
 
     SCHEMA_VERSION = SCHEMA_VERSION
 
@@ -168,6 +151,55 @@ class Store(sqlite.SqliteFile):
         super().__init__(path, readonly=readonly, synchronous=synchronous, create=create)
         self.users = Users(self.conn)
         self.tokens = Tokens(self.conn)
+
+    def get_order(self, order_id: str) -> OrderRecord | None:
+        row = self.conn.execute(
+            f"SELECT {_RECORD_COLUMNS} FROM orders WHERE order_id = ?",
+            (order_id,),
+        ).fetchone()
+        return None if row is None else _record(row)
+
+    def get_shop(self, shop_id: str) -> Shop | None:
+        row = self.conn.execute(f"SELECT {_SHOP_COLUMNS} FROM shops WHERE shop_id = ?", (shop_id,)).fetchone()
+        return None if row is None else _shop(row)
+
+    def candidates(self, shop_id: str, default_max_active: int) -> list[Candidate]:
+        """The shop's registered couriers, with what nearest-idle assignment looks at."""
+        rows = self.conn.execute(
+            "SELECT c.courier_id, COALESCE(c.online, 0), c.fix_json, COALESCE(c.max_active, ?), "
+            "(SELECT COUNT(*) FROM orders o WHERE o.courier_id = c.courier_id "
+            f" AND o.status NOT IN {_FINAL_SQL}) "
+            "FROM courier_shops s JOIN couriers c ON c.courier_id = s.courier_id AND c.registered = 1 "
+            "WHERE s.shop_id = ? ORDER BY c.courier_id",
+            (default_max_active, shop_id),
+        ).fetchall()
+        out = []
+        for courier_id, online, fix_json, max_active, active in rows:
+            fix = None if fix_json is None else Fix.model_validate_json(fix_json)
+            out.append(Candidate(courier_id, bool(online), fix and fix.lat, fix and fix.lon, fix and fix.tst, active,
+                                 max_active))
+        return out
+
+    def chat_page(self, order_id: str, after_seq: int = 0, limit: int = 100) -> tuple[list[ChatMessage], bool]:
+        rows = self.conn.execute(
+            f"SELECT {_CHAT_COLUMNS} FROM chat_messages WHERE order_id = ? AND seq > ? ORDER BY seq LIMIT ?",
+            (order_id, after_seq, limit + 1)).fetchall()
+        return [_chat(r) for r in rows[:limit]], len(rows) > limit
+
+    def media(self, media_id: str) -> dict[str, Any] | None:
+        rows = list(self.db.query("SELECT media_id, order_id, role, uploader_id, kind, content_type, size, sha256, "
+                                  "created_at FROM media WHERE media_id = ?", [media_id]))
+        return rows[0] if rows else None
+
+    def media_shas(self) -> set[str]:
+        return {row[0] for row in self.conn.execute("SELECT DISTINCT sha256 FROM media")}
+
+
+class Store(Tables):
+    """The gateway's SQLite database, for writing. Not thread-safe: one Store per thread."""
+
+    def __init__(self, path: Path, *, synchronous: str = "FULL", create: bool = True) -> None:
+        super().__init__(path, synchronous=synchronous, create=create)
 
     # ------------------------------------------------------------------ schema
 
@@ -402,13 +434,6 @@ class Store(sqlite.SqliteFile):
 
     # ------------------------------------------------------------------ orders
 
-    def get_order(self, order_id: str) -> OrderRecord | None:
-        row = self.conn.execute(
-            f"SELECT {_RECORD_COLUMNS} FROM orders WHERE order_id = ?",
-            (order_id,),
-        ).fetchone()
-        return None if row is None else _record(row)
-
     def active_orders_of(self, courier_id: str) -> list[OrderRecord]:
         rows = self.conn.execute(
             f"SELECT {_RECORD_COLUMNS} FROM orders WHERE courier_id = ? AND status NOT IN {_FINAL_SQL}",
@@ -635,13 +660,6 @@ class Store(sqlite.SqliteFile):
              shop.locale, shop.arrival_radius_m, shop.quiet_hours, int(shop.require_proof), _iso(at), _iso(at)),
         )
 
-    def get_shop(self, shop_id: str) -> Shop | None:
-        row = self.conn.execute(f"SELECT {_SHOP_COLUMNS} FROM shops WHERE shop_id = ?", (shop_id,)).fetchone()
-        return None if row is None else _shop(row)
-
-    def shops(self) -> list[Shop]:
-        return [_shop(row) for row in self.conn.execute(f"SELECT {_SHOP_COLUMNS} FROM shops ORDER BY shop_id")]
-
     def put_courier(self, courier: Courier) -> None:
         """Register a courier (or replace its registration): its name, phone, load limit and shops."""
         self.conn.execute(
@@ -678,30 +696,6 @@ class Store(sqlite.SqliteFile):
         name, phone, registered = row if row is not None else (None, None, 0)
         return CourierRef(courier_id, name=name, phone=phone,
                           known=bool(registered) or self.courier_known(courier_id))
-
-    def candidates(self, shop_id: str, default_max_active: int) -> list[Candidate]:
-        """The shop's registered couriers, with what nearest-idle assignment looks at."""
-        rows = self.conn.execute(
-            "SELECT c.courier_id, COALESCE(c.online, 0), c.fix_json, COALESCE(c.max_active, ?), "
-            "(SELECT COUNT(*) FROM orders o WHERE o.courier_id = c.courier_id "
-            f" AND o.status NOT IN {_FINAL_SQL}) "
-            "FROM courier_shops s JOIN couriers c ON c.courier_id = s.courier_id AND c.registered = 1 "
-            "WHERE s.shop_id = ? ORDER BY c.courier_id",
-            (default_max_active, shop_id),
-        ).fetchall()
-        out = []
-        for courier_id, online, fix_json, max_active, active in rows:
-            fix = None if fix_json is None else Fix.model_validate_json(fix_json)
-            out.append(Candidate(courier_id, bool(online), fix and fix.lat, fix and fix.lon, fix and fix.tst, active,
-                                 max_active))
-        return out
-
-    def couriers_of_shop(self, shop_id: str) -> set[str]:
-        """The couriers registered to ride for a shop, and those on its active orders."""
-        rows = self.conn.execute(
-            "SELECT courier_id FROM courier_shops WHERE shop_id = ? UNION SELECT courier_id FROM orders "
-            f"WHERE shop_id = ? AND courier_id IS NOT NULL AND status NOT IN {_FINAL_SQL}", (shop_id, shop_id))
-        return {row[0] for row in rows}
 
     def shops_of(self, courier_id: str) -> list[str]:
         return [row[0] for row in self.conn.execute("SELECT shop_id FROM courier_shops WHERE courier_id = ?",
@@ -793,11 +787,6 @@ class Store(sqlite.SqliteFile):
         column = "sent_at" if sent else "dropped_at"
         self.conn.execute(f"UPDATE notices SET {column} = ? WHERE notice_id = ?", (_iso(at), notice_id))
 
-    def notices_of(self, order_id: str) -> list[dict[str, Any]]:
-        return list(self.db.query(
-            "SELECT notice_id, kind, text, locale, urgent, created_at, deferred_until, sent_at, dropped_at "
-            "FROM notices WHERE order_id = ? ORDER BY created_at", [order_id]))
-
     # ------------------------------------------------------------------ customers: conversations
 
     def add_chat(self, order_id: str, msg_id: str, sender: Participant, kind: str, at: datetime, *,
@@ -819,12 +808,6 @@ class Store(sqlite.SqliteFile):
         return ChatMessage(seq=seq, msg_id=msg_id, order_id=order_id, sender=sender, kind=kind, text=text, lat=lat,
                            lon=lon, media_id=media_id, at=at), True
 
-    def chat_page(self, order_id: str, after_seq: int = 0, limit: int = 100) -> tuple[list[ChatMessage], bool]:
-        rows = self.conn.execute(
-            f"SELECT {_CHAT_COLUMNS} FROM chat_messages WHERE order_id = ? AND seq > ? ORDER BY seq LIMIT ?",
-            (order_id, after_seq, limit + 1)).fetchall()
-        return [_chat(r) for r in rows[:limit]], len(rows) > limit
-
     def set_read(self, order_id: str, reader: Participant, read_up_to: int, at: datetime) -> int | None:
         """Record that `reader` read the conversation up to `read_up_to` (capped at its last seq); the new mark, or
         None if it is not further than before."""
@@ -839,10 +822,6 @@ class Store(sqlite.SqliteFile):
         self.conn.execute("INSERT OR REPLACE INTO chat_reads VALUES (?, ?, ?, ?, ?)",
                           (order_id, reader.role, reader.id, mark, _iso(at)))
         return mark
-
-    def chat_reads(self, order_id: str) -> list[dict[str, Any]]:
-        return list(self.db.query("SELECT role, reader_id, read_up_to, at FROM chat_reads WHERE order_id = ? "
-                                  "ORDER BY role, reader_id", [order_id]))
 
     def was_courier_of(self, order_id: str, courier_id: str) -> bool:
         """Was this courier ever assigned the order (an earlier courier reads its conversation, read-only)?"""
@@ -859,18 +838,10 @@ class Store(sqlite.SqliteFile):
             "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (media_id, order_id, uploader.role, uploader.id, kind, content_type, size, sha256, _iso(at)))
 
-    def media(self, media_id: str) -> dict[str, Any] | None:
-        rows = list(self.db.query("SELECT media_id, order_id, role, uploader_id, kind, content_type, size, sha256, "
-                                  "created_at FROM media WHERE media_id = ?", [media_id]))
-        return rows[0] if rows else None
-
     def latest_media(self, order_id: str, kind: str) -> str | None:
         row = self.conn.execute("SELECT media_id FROM media WHERE order_id = ? AND kind = ? "
                                 "ORDER BY created_at DESC, media_id LIMIT 1", (order_id, kind)).fetchone()
         return None if row is None else row[0]
-
-    def media_shas(self) -> set[str]:
-        return {row[0] for row in self.conn.execute("SELECT DISTINCT sha256 FROM media")}
 
     def add_rating(self, order_id: str, stars: int, comment: str | None, courier_id: str | None, shop_id: str,
                    at: datetime) -> bool:
@@ -886,18 +857,6 @@ class Store(sqlite.SqliteFile):
         self.conn.execute("INSERT INTO webhooks (endpoint_id, url, events, secret, enabled, created_at) "
                           "VALUES (?, ?, ?, ?, 1, ?)", (endpoint_id, url, ",".join(events), secret, _iso(at)))
         return endpoint_id
-
-    def webhooks(self) -> list[dict[str, Any]]:
-        rows = list(self.db.query(
-            "SELECT w.endpoint_id, w.url, w.events, w.secret, w.enabled, w.created_at, w.disabled_reason, "
-            "(SELECT COUNT(*) FROM webhook_deliveries d WHERE d.endpoint_id = w.endpoint_id AND d.state = 'pending') "
-            " AS pending, "
-            "(SELECT COUNT(*) FROM webhook_deliveries d WHERE d.endpoint_id = w.endpoint_id AND d.state IN "
-            " ('failed', 'gave_up')) AS failed FROM webhooks w ORDER BY w.created_at"))
-        for row in rows:
-            row["events"] = row["events"].split(",")
-            row["enabled"] = bool(row["enabled"])
-        return rows
 
     def remove_webhook(self, endpoint_id: str) -> bool:
         self.conn.execute("DELETE FROM webhook_deliveries WHERE endpoint_id = ?", (endpoint_id,))
@@ -931,20 +890,6 @@ class Store(sqlite.SqliteFile):
             "attempts, next_attempt_at) VALUES (?, ?, ?, ?, ?, ?, 'pending', 0, ?)", rows)
         return len(rows)
 
-    def due_deliveries(self, now: datetime, busy: Iterable[int], limit: int = 200) -> list[Delivery]:
-        """Deliveries to send now: for each endpoint and order, only the oldest pending one (so an order's events
-        arrive in order), if it is due and not being sent already (`busy`)."""
-        skip = list(busy)
-        rows = self.conn.execute(
-            "SELECT d.id, d.endpoint_id, d.webhook_id, d.payload, d.attempts, d.created_at, w.url, w.secret "
-            "FROM webhook_deliveries d JOIN webhooks w ON w.endpoint_id = d.endpoint_id AND w.enabled = 1 "
-            "WHERE d.state = 'pending' AND d.next_attempt_at <= ? AND d.id = ("
-            " SELECT MIN(e.id) FROM webhook_deliveries e WHERE e.endpoint_id = d.endpoint_id AND e.state = 'pending'"
-            " AND e.order_id IS d.order_id) "
-            f"AND d.id NOT IN ({', '.join('?' * len(skip))}) ORDER BY d.id LIMIT ?",
-            [_iso(now), *skip, limit]).fetchall()
-        return [Delivery(*row[:5], datetime.fromisoformat(row[5]), *row[6:]) for row in rows]
-
     def record_delivery(self, delivery: Delivery, verdict: Verdict, at: datetime, status: int | None,
                         error: str | None) -> None:
         """The outcome of one attempt (`gateway.core.webhooks.judge`); a 410 disables the endpoint."""
@@ -957,29 +902,11 @@ class Store(sqlite.SqliteFile):
             self.conn.execute("UPDATE webhooks SET enabled = 0, disabled_reason = ? WHERE endpoint_id = ?",
                               (f"{error} at {_iso(at)}", delivery.endpoint_id))
 
-    def deliveries(self, *, failed_only: bool = False, limit: int = 50) -> list[dict[str, Any]]:
-        """The newest deliveries (or only those failed or given up), newest first."""
-        where = "WHERE state IN ('failed', 'gave_up')" if failed_only else ""
-        return list(self.db.query(
-            "SELECT id, endpoint_id, webhook_id, event, order_id, state, attempts, last_status, last_error, "
-            f"created_at, next_attempt_at, delivered_at FROM webhook_deliveries {where} ORDER BY id DESC LIMIT ?",
-            [limit]))
-
     def retry_delivery(self, delivery_id: int, at: datetime) -> bool:
         """Send a failed (or given up) delivery again, as soon as possible, with the same webhook-id."""
         return self.conn.execute(
             "UPDATE webhook_deliveries SET state = 'pending', next_attempt_at = ? WHERE id = ? "
             "AND state IN ('failed', 'gave_up')", (_iso(at), delivery_id)).rowcount == 1
-
-    def gauges(self) -> StoreFigures:
-        """The figures a metrics scrape reads (cheap: no count over fixes or events)."""
-        count, oldest = self.conn.execute(
-            "SELECT COUNT(*), MIN(created_at) FROM webhook_deliveries WHERE state = 'pending'").fetchone()
-        return StoreFigures(
-            orders_by_status=dict(self.conn.execute("SELECT status, COUNT(*) FROM orders GROUP BY status").fetchall()),
-            couriers_online=self.conn.execute("SELECT COUNT(*) FROM couriers WHERE online = 1").fetchone()[0],
-            outbox=self.conn.execute("SELECT COUNT(*) FROM outbox").fetchone()[0],
-            webhook_backlog=count, oldest_webhook=oldest)
 
     # ------------------------------------------------------------------ HTTP idempotency keys
 
@@ -1098,7 +1025,7 @@ class Store(sqlite.SqliteFile):
                   "gps_fixes": fixes, "webhook_deliveries": webhooks}
         return counts, unnamed
 
-    # ------------------------------------------------------------------ tracking links and the board
+    # ------------------------------------------------------------------ tracking links
 
     def tracking_nonce(self, order_id: str) -> str | None:
         """The nonce of an order's tracking link (`gateway.core.tracking`), None if it has none (or was purged)."""
@@ -1108,219 +1035,6 @@ class Store(sqlite.SqliteFile):
     def add_tracking(self, order_id: str, nonce: str, digest: str, at: datetime) -> None:
         self.conn.execute("INSERT INTO tracking (order_id, nonce, digest, created_at) VALUES (?, ?, ?, ?)",
                           (order_id, nonce, digest, _iso(at)))
-
-    def _with_since(self, where: str, params: tuple[Any, ...]) -> list[tuple[OrderRecord, datetime]]:
-        """Orders with the time each reached its status."""
-        rows = self.conn.execute(
-            f"SELECT {_RECORD_COLUMNS}, COALESCE(status_since, updated_at) AS since FROM orders WHERE {where}",
-            params).fetchall()
-        return [(_record(row[:-1]), datetime.fromisoformat(row[-1])) for row in rows]
-
-    def tracked_order(self, digest: str) -> tuple[OrderRecord, datetime] | None:
-        """The order a tracking link's digest names (not once its personal data is purged)."""
-        found = self._with_since("order_id = (SELECT order_id FROM tracking WHERE digest = ?) AND purged = 0",
-                                 (digest,))
-        return found[0] if found else None
-
-    def board(self, shop_id: str, done_since: datetime, limit: int = 500) -> list[tuple[OrderRecord, datetime]]:
-        """A shop's board: its active orders and those that ended since `done_since`, oldest status first."""
-        return self._with_since(f"shop_id = ? AND (status NOT IN {_FINAL_SQL} OR since >= ?) ORDER BY since LIMIT ?",
-                                (shop_id, _iso(done_since), limit))
-
-    def board_card(self, order_id: str) -> tuple[OrderRecord, datetime] | None:
-        found = self._with_since("order_id = ?", (order_id,))
-        return found[0] if found else None
-
-    def rated(self, order_id: str) -> bool:
-        return self.conn.execute("SELECT 1 FROM ratings WHERE order_id = ?", (order_id,)).fetchone() is not None
-
-    # ------------------------------------------------------------------ reads for operators
-
-    def list_orders(
-        self, *, status: str | None = None, shop_id: str | None = None, courier_id: str | None = None,
-        limit: int = 50,
-    ) -> tuple[list[dict[str, Any]], int]:
-        """The newest-changed orders matching the filters (at most `limit`), and how many match in all."""
-        where, params = [], []
-        for column, value in (("status", status), ("shop_id", shop_id), ("courier_id", courier_id)):
-            if value is not None:
-                where.append(f"{column} = ?")
-                params.append(value)
-        clause = (" WHERE " + " AND ".join(where)) if where else ""
-        rows = list(self.db.query(
-            "SELECT order_id, shop_id, courier_id, status, created_at, updated_at, order_json FROM orders"
-            f"{clause} ORDER BY updated_at DESC LIMIT ?", [*params, limit]))
-        total = self.conn.execute(f"SELECT COUNT(*) FROM orders{clause}", params).fetchone()[0]
-        return rows, total
-
-    def orders_page(
-        self, *, status: str | None = None, shop_id: str | None = None, courier_id: str | None = None,
-        after: tuple[str, str] | None = None, limit: int = 50,
-    ) -> tuple[list[OrderRecord], tuple[str, str] | None]:
-        """Orders matching the filters, newest first, from after the (created_at, order_id) of `after` (keyset
-        pagination: stable while orders change); the key of the last one if there are more."""
-        where, params = [], []
-        for column, value in (("status", status), ("shop_id", shop_id), ("courier_id", courier_id)):
-            if value is not None:
-                where.append(f"{column} = ?")
-                params.append(value)
-        if after is not None:
-            where.append("(created_at, order_id) < (?, ?)")
-            params += after
-        clause = (" WHERE " + " AND ".join(where)) if where else ""
-        rows = self.conn.execute(
-            f"SELECT {_RECORD_COLUMNS}, order_id FROM orders{clause} ORDER BY created_at DESC, order_id DESC LIMIT ?",
-            [*params, limit + 1]).fetchall()
-        records = [_record(row[:-1]) for row in rows[:limit]]
-        more = len(rows) > limit
-        return records, (_iso(records[-1].created_at), records[-1].order_id) if more else None
-
-    def fixes(self, courier_id: str, start: float, end: float, limit: int) -> tuple[list[dict[str, Any]], bool]:
-        """A courier's fixes with start <= tst <= end (epoch seconds), oldest first, every device's; and whether
-        there were more than `limit` (the first `limit` are returned)."""
-        rows = list(self.db.query(
-            "SELECT tst, lat, lon, acc, alt, vel, cog, batt, device FROM gps_fixes WHERE courier_id = ? "
-            "AND tst BETWEEN ? AND ? ORDER BY tst, device LIMIT ?", [courier_id, start, end, limit + 1]))
-        return rows[:limit], len(rows) > limit
-
-    def feed_heads(self) -> dict[str, int]:
-        """The newest row id of each source of `feed`: follow from here."""
-        return {source: self.conn.execute(f"SELECT COALESCE(MAX({key}), 0) FROM {table}").fetchone()[0]
-                for source, (table, key, _, _) in _FEED.items()}
-
-    def feed(self, after: dict[str, int] | None, *, shop_id: str | None = None, courier_id: str | None = None,
-             order_id: str | None = None, limit: int = 200) -> list[dict[str, Any]]:
-        """What happened — timeline entries, refused messages, customers' notices — matching the filters: the first
-        `limit` of each source after the ids in `after`, or (after=None) the last `limit` of each; oldest first.
-        A refused message matches a shop or courier whose order it names or whose topic it came on."""
-        rows: list[dict[str, Any]] = []
-        for source, (table, key, at, columns) in _FEED.items():
-            where, params = ([f"x.{key} > ?"], [after[source]]) if after is not None else ([], [])
-            if order_id is not None:
-                where.append("x.order_id = ?")
-                params.append(order_id)
-            if shop_id is not None:
-                where.append("(o.shop_id = ?" + (" OR x.topic LIKE ?)" if source == "rejection" else ")"))
-                params += [shop_id, f"shops/{shop_id}/%"] if source == "rejection" else [shop_id]
-            if courier_id is not None:
-                where.append("(courier = ?" + (" OR x.topic LIKE ? OR x.topic LIKE ?)" if source == "rejection"
-                                               else ")"))
-                params += [courier_id, f"couriers/{courier_id}/%", f"owntracks/{courier_id}/%"] \
-                    if source == "rejection" else [courier_id]
-            clause = f" WHERE {' AND '.join(where)}" if where else ""
-            found = list(self.db.query(
-                f"SELECT '{source}' AS source, x.{key} AS id, x.{at} AS at, x.order_id, o.shop_id, {columns} "
-                f"FROM {table} x LEFT JOIN orders o ON o.order_id = x.order_id{clause} "
-                f"ORDER BY x.{key} {'ASC' if after is not None else 'DESC'} LIMIT ?", [*params, limit]))
-            rows += found if after is not None else found[::-1]
-        return sorted(rows, key=lambda r: r["at"])
-
-    def timeline(self, order_id: str) -> list[dict[str, Any]]:
-        return list(
-            self.db.query(
-                "SELECT at, kind, status, actor, courier_id, reason, media_id FROM order_events WHERE order_id = ? "
-                "ORDER BY id",
-                [order_id],
-            )
-        )
-
-    def events_since(self, order_id: str, after_id: int) -> list[dict[str, Any]]:
-        return list(
-            self.db.query(
-                "SELECT id, at, kind, status, actor, courier_id, reason FROM order_events "
-                "WHERE order_id = ? AND id > ? ORDER BY id",
-                [order_id, after_id],
-            )
-        )
-
-    def couriers(self, ids: Collection[str] | None = None) -> list[dict[str, Any]]:
-        """Every courier the gateway knows of (or those of `ids`), with its devices, newest fix, active orders and
-        unreceived tasks. `heard_from` is false for couriers that have tasks but never connected."""
-        if ids is not None and not ids:
-            return []
-        only = "" if ids is None else f"WHERE c.courier_id IN ({', '.join('?' * len(ids))}) "
-        return list(
-            self.db.query(
-                "SELECT c.courier_id, c.name, c.registered, c.max_active, c.online, c.last_seen_at, c.presence_at, "
-                "c.fix_json, (SELECT GROUP_CONCAT(s.shop_id, ' ') FROM courier_shops s "
-                " WHERE s.courier_id = c.courier_id) AS shops, "
-                "(c.last_seen_at IS NOT NULL OR EXISTS (SELECT 1 FROM devices d WHERE d.courier_id = c.courier_id)) "
-                " AS heard_from, "
-                "(SELECT GROUP_CONCAT(d.device || CASE d.online WHEN 1 THEN '' ELSE ' (off)' END, ', ') "
-                " FROM devices d WHERE d.courier_id = c.courier_id) AS devices, "
-                "(SELECT COUNT(*) FROM devices d WHERE d.courier_id = c.courier_id AND d.online = 1) "
-                " AS devices_online, "
-                "(SELECT COUNT(*) FROM orders o WHERE o.courier_id = c.courier_id "
-                f" AND o.status NOT IN {_FINAL_SQL}) AS active_orders, "
-                "(SELECT GROUP_CONCAT(o.order_id, ' ') FROM orders o WHERE o.courier_id = c.courier_id "
-                f" AND o.status NOT IN {_FINAL_SQL}) AS active_ids, "
-                "(SELECT COUNT(*) FROM tasks t WHERE t.courier_id = c.courier_id AND t.received_at IS NULL "
-                " AND t.superseded = 0) AS unreceived_tasks "
-                f"FROM couriers c {only}ORDER BY c.courier_id", list(ids or ())
-            )
-        )
-
-    def stats(self) -> dict[str, Any]:
-        def counts(sql: str) -> dict[str, int]:
-            return {row[0]: row[1] for row in self.conn.execute(sql)}
-
-        one = lambda sql: self.conn.execute(sql).fetchone()[0]  # noqa: E731
-        return {
-            "orders": one("SELECT COUNT(*) FROM orders"),
-            "orders_by_status": counts("SELECT status, COUNT(*) FROM orders GROUP BY status ORDER BY 2 DESC"),
-            "events_by_kind": counts(
-                "SELECT kind, COUNT(*) FROM order_events GROUP BY kind ORDER BY 2 DESC"
-            ),
-            "tasks": one("SELECT COUNT(*) FROM tasks"),
-            "tasks_unreceived": one("SELECT COUNT(*) FROM tasks WHERE received_at IS NULL AND superseded = 0"),
-            "task_resends": one("SELECT COALESCE(SUM(attempts - 1), 0) FROM tasks"),
-            "couriers": one("SELECT COUNT(*) FROM couriers"),
-            "couriers_online": one("SELECT COUNT(*) FROM couriers WHERE online = 1"),
-            "gps_fixes": one("SELECT COUNT(*) FROM gps_fixes"),
-            "dead_letters": one("SELECT COUNT(*) FROM dead_letters"),
-            "dead_letters_by_topic": counts(
-                "SELECT topic, COUNT(*) FROM dead_letters GROUP BY topic ORDER BY 2 DESC LIMIT 10"
-            ),
-            "outbox_pending": one("SELECT COUNT(*) FROM outbox"),
-        }
-
-    def performance(self) -> dict[str, list[dict[str, Any]]]:
-        """How the deliveries went, per shop and per courier: delivered, on time (before the window's end, of those
-        with a window), mean minutes from order to door, and the customers' stars."""
-        rows = self.conn.execute(
-            "SELECT o.shop_id, o.courier_id, o.created_at, json_extract(o.order_json, '$.window.end'), "
-            "(SELECT MIN(e.at) FROM order_events e WHERE e.order_id = o.order_id AND e.kind = 'status' "
-            " AND e.status = 'delivered'), r.stars "
-            "FROM orders o LEFT JOIN ratings r ON r.order_id = o.order_id WHERE o.status = 'delivered'").fetchall()
-        groups: dict[tuple[str, str], list[tuple[datetime, datetime | None, datetime, int | None]]] = {}
-        for shop_id, courier_id, created, window_end, delivered, stars in rows:
-            if delivered is None:
-                continue
-            entry = (datetime.fromisoformat(created), None if window_end is None else datetime.fromisoformat(
-                window_end), datetime.fromisoformat(delivered), stars)
-            groups.setdefault(("shop", shop_id), []).append(entry)
-            if courier_id is not None:
-                groups.setdefault(("courier", courier_id), []).append(entry)
-        out: dict[str, list[dict[str, Any]]] = {"shops": [], "couriers": []}
-        for (what, key), entries in sorted(groups.items()):
-            windowed = [e for e in entries if e[1] is not None]
-            stars = [e[3] for e in entries if e[3] is not None]
-            out[f"{what}s"].append({
-                f"{what}_id": key, "delivered": len(entries),
-                "on_time_rate": round(sum(e[2] <= e[1] for e in windowed) / len(windowed), 3) if windowed else None,
-                "mean_delivery_minutes": round(sum((e[2] - e[0]).total_seconds() for e in entries) / 60
-                                               / len(entries), 1),
-                "stars": round(sum(stars) / len(stars), 2) if stars else None, "ratings": len(stars),
-            })
-        return out
-
-    def dead_letters(self, limit: int = 20) -> list[dict[str, Any]]:
-        return list(
-            self.db.query(
-                "SELECT id, received_at, topic, size, reason, order_id FROM dead_letters ORDER BY id DESC LIMIT ?",
-                [limit],
-            )
-        )
 
 
 def _record(row: tuple[Any, ...]) -> OrderRecord:

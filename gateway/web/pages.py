@@ -43,7 +43,7 @@ from gateway.http import problems
 from gateway.http.app import Caller, Context, Transform, context, read, rewrite, submit
 from gateway.http.auth import RateLimit
 from gateway.http.problems import HttpProblem, problem
-from gateway.store.tables import Store
+from gateway.store.queries import Queries
 from gateway.web import live
 from gateway.web.session import COOKIE
 
@@ -119,7 +119,7 @@ def _session(request: Request) -> Identity | None:
         return None
 
 
-def _shop_of(store: Store, who: Identity, asked: str | None) -> str | None:
+def _shop_of(store: Queries, who: Identity, asked: str | None) -> str | None:
     """Which shop a terminal shows: a shop user's own; for an operator the one asked for, else the first."""
     if who.role == Role.shop:
         if asked not in (None, who.id):
@@ -134,7 +134,7 @@ def _shop_of(store: Store, who: Identity, asked: str | None) -> str | None:
     return shops[0].shop_id if shops else None
 
 
-def _board(store: Store, ctx: Context, shop_id: str, now: datetime) -> dict[str, Any]:
+def _board(store: Queries, ctx: Context, shop_id: str, now: datetime) -> dict[str, Any]:
     shop = store.get_shop(shop_id)
     zone = shop.timezone if shop else "UTC"
     rows = store.board(shop_id, board.start_of_day(now, zone))
@@ -152,7 +152,7 @@ def _board(store: Store, ctx: Context, shop_id: str, now: datetime) -> dict[str,
             "couriers": [p.model_dump(mode="json") for p in pins], "now": now.isoformat()}
 
 
-def _pins(store: Store, ctx: Context, shop_id: str, only: Collection[str] | None = None) -> list[board.Pin]:
+def _pins(store: Queries, ctx: Context, shop_id: str, only: Collection[str] | None = None) -> list[board.Pin]:
     """The shop's couriers: registered for it or on its active orders (of them, those in `only`)."""
     shop = store.get_shop(shop_id)
     ids = store.couriers_of_shop(shop_id)
@@ -230,7 +230,7 @@ def _terminal(app: FastAPI) -> None:
                          shop: Annotated[str | None, Query(pattern=contract.ID_PATTERN)] = None) -> JSONResponse:
         ctx = context(request)
 
-        def work(store: Store) -> dict[str, Any]:
+        def work(store: Queries) -> dict[str, Any]:
             shop_id = _shop_of(store, who, shop)
             if shop_id is None:
                 raise HttpProblem(problem("not-found", "no shop is registered",
@@ -257,7 +257,7 @@ def _terminal(app: FastAPI) -> None:
         return _stream(ctx, watcher, first, then)
 
 
-def _board_events(store: Store, ctx: Context, watcher: live.Watcher, changes: live.Changes | None) -> list[str]:
+def _board_events(store: Queries, ctx: Context, watcher: live.Watcher, changes: live.Changes | None) -> list[str]:
     """The events of a board's changes; with none, every courier again (presence, age of fix)."""
     shop_id, now = watcher.shop_id or "", datetime.now(UTC)
     out: list[str] = []
@@ -293,7 +293,7 @@ def _login_page(request: Request, target: str, error: str, status: int = 200) ->
 # ---------------------------------------------------------------------- the customer's tracking page
 
 
-def _tracked(store: Store, ctx: Context, token: str) -> tracking.Facts | None:
+def _tracked(store: Queries, ctx: Context, token: str) -> tracking.Facts | None:
     """What a tracking link shows, or None for a wrong, purged or expired link."""
     found = store.tracked_order(tracking.digest(token))
     if found is None:
