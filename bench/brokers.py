@@ -4,6 +4,8 @@
 - amqtt: stock amqtt 0.12.1 with its default configuration (default plugins), as a user would run it;
 - mosquitto: Debian's mosquitto 2 (installed here when missing, if the machine allows; otherwise
   skipped with the reason), anonymous, in-memory (its default `persistence false`).
+
+The cingest workload's publishers are Debian's `mosquitto_pub` (mosquitto-clients), found the same way.
 """
 
 from __future__ import annotations
@@ -66,15 +68,32 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def mosquitto_binary() -> str | None:
-    """mosquitto's path; tries `apt-get install mosquitto` once when it is missing (the bench's setup step)."""
-    found = shutil.which("mosquitto") or ("/usr/sbin/mosquitto" if Path("/usr/sbin/mosquitto").exists() else None)
-    if found or os.geteuid() != 0 or not shutil.which("apt-get"):
+_tried: set[str] = set()  # packages apt-get was asked for already (once per run is enough)
+
+
+def _which(name: str) -> str | None:
+    return shutil.which(name) or (f"/usr/sbin/{name}" if Path(f"/usr/sbin/{name}").exists() else None)
+
+
+def debian_binary(name: str, package: str) -> str | None:
+    """`name`'s path; tries `apt-get install package` once when it is missing (the bench's setup step)."""
+    found = _which(name)
+    if found or os.geteuid() != 0 or not shutil.which("apt-get") or package in _tried:
         return found
+    _tried.add(package)
     subprocess.run(["apt-get", "update", "-qq"], capture_output=True, timeout=600)
-    subprocess.run(["apt-get", "install", "-y", "-qq", "--no-install-recommends", "mosquitto"], capture_output=True,
+    subprocess.run(["apt-get", "install", "-y", "-qq", "--no-install-recommends", package], capture_output=True,
                    timeout=600, env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"})
-    return shutil.which("mosquitto") or ("/usr/sbin/mosquitto" if Path("/usr/sbin/mosquitto").exists() else None)
+    return _which(name)
+
+
+def mosquitto_binary() -> str | None:
+    return debian_binary("mosquitto", "mosquitto")
+
+
+def mosquitto_pub_binary() -> str | None:
+    """The C load generator of the cingest workload (Debian's mosquitto-clients)."""
+    return debian_binary("mosquitto_pub", "mosquitto-clients")
 
 
 def _wait_port(port: int, proc: subprocess.Popen[str], deadline: float) -> None:

@@ -16,6 +16,12 @@ FIGURES: list[tuple[str, tuple[str, ...], str, bool]] = [
     ("ingest", ("delivered_per_s",), "ingest: delivered msg/s (QoS 1)", True),
     ("ingest", ("acked_per_s",), "ingest: PUBACKed msg/s", True),
     ("ingest", ("rows_per_s",), "ingest: rows committed/s (fieldgate)", True),
+    ("cingest", ("acked_per_s",), "C ingest (4 mosquitto_pub): PUBACKed msg/s", True),
+    ("cingest", ("acked_per_s_net",), "C ingest: PUBACKed msg/s less mosquitto_pub's startup", True),
+    ("cingest", ("applied_per_s",), "C ingest: fixes applied/s (fieldgate)", True),
+    ("cingest", ("apply_lag_s",), "C ingest: apply lag after the publishers, s", False),
+    ("cingest", ("backlog_at_exit",), "C ingest: fixes not yet applied then", False),
+    ("cingest", ("lag_bound_s",), "C ingest: apply lag bound (backlog bound ÷ applied/s), s", False),
     ("latency", ("order_to_task", "p50_ms"), "order → task p50 ms", False),
     ("latency", ("order_to_task", "p99_ms"), "order → task p99 ms", False),
     ("latency", ("order_to_task", "max_ms"), "order → task max ms", False),
@@ -71,6 +77,10 @@ def print_table(results: dict[str, Any]) -> None:
               if isinstance(v, dict) and "error" in v]
     for w, b, e in errors:
         console.print(f"[red]{w} on {b} failed[/]: {e}")
+    for w, per in results["workloads"].items():
+        for b, v in per.items():
+            if isinstance(v, dict) and "skipped" in v:
+                console.print(f"[yellow]{w} skipped on {b}[/]: {v['skipped']}")
 
 
 def write(results: dict[str, Any]) -> Path:
@@ -90,12 +100,14 @@ def chart(results: dict[str, Any], path: Path) -> None:
     w = results["workloads"]
     panels = [
         ("ingest, delivered msg/s (higher is better)", [("delivered", ("ingest", ("delivered_per_s",)))]),
+        ("ingest from 4 C publishers, msg/s", [("PUBACKed", ("cingest", ("acked_per_s",))),
+                                               ("applied", ("cingest", ("applied_per_s",)))]),
         ("order → courier latency, ms (lower is better)",
          [("p50", ("latency", ("order_to_task", "p50_ms"))), ("p99", ("latency", ("order_to_task", "p99_ms")))]),
         ("fan-out to 200 terminals, ms", [("p50", ("fanout", ("every", "p50_ms"))),
                                           ("p99", ("fanout", ("every", "p99_ms")))]),
     ]
-    fig, axes = plt.subplots(1, len(panels), figsize=(15, 4.5))
+    fig, axes = plt.subplots(1, len(panels), figsize=(20, 4.5))
     for ax, (title, series) in zip(axes, panels, strict=True):
         width = 0.8 / len(series)
         for i, (label, (workload, fig_path)) in enumerate(series):

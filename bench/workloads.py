@@ -18,12 +18,16 @@ import sqlite3
 import statistics
 import subprocess
 import sys
+import tempfile
+import threading
 import time
 from collections.abc import Callable, Coroutine
+from pathlib import Path
 from typing import Any
 
-from bench.brokers import ROOT, Running
+from bench.brokers import ROOT, Running, mosquitto_pub_binary
 from bench.client import Client, padded, sent_at, stamp
+from gateway.config import BrokerSettings
 
 #: Where the dispatch workload's shop is.
 SHOP = (31.2304, 121.4737)
@@ -406,3 +410,109 @@ def connections(broker: Running, *, count: int, period: float = 30.0, seconds: f
     return {"connections": per * processes if connected else 0, "connect_seconds": round(connect_s, 1),
             "rss_idle_mb": round(rss_before / 2**20, 1), "rss_connected_mb": round(rss_connected / 2**20, 1),
             "rss_end_mb": round(broker.rss_bytes() / 2**20, 1), "fix_latency": percentiles(latencies)}
+
+
+# ---------------------------------------------------------------- 5. ingest from C publishers
+
+
+def fix_lines(courier: str, count: int) -> bytes:
+    """`count` fixes of one courier (tst 1…count), one a line: mosquitto_pub -l's input."""
+    return b"".join(fix(courier, seq) + b"\n" for seq in range(1, count + 1))
+
+
+def _pub_command(binary: str, port: int, topic: str, client_id: str, inflight: int) -> list[str]:
+    return [binary, "-h", "127.0.0.1", "-p", str(port), "-q", "1", "-M", str(inflight), "-l", "-t", topic,
+            "-i", client_id]
+
+
+def _startup_seconds(command: list[str]) -> float:
+    """mosquitto_pub's own cost with nothing to send: connect, disconnect, and the 100 ms it sleeps unless the
+    CONNACK beats it to its first look (the median of five)."""
+    runs = []
+    for _ in range(5):
+        started = time.monotonic()
+        subprocess.run(command, stdin=subprocess.DEVNULL, capture_output=True, timeout=30, check=True)
+        runs.append(time.monotonic() - started)
+    return statistics.median(runs)
+
+
+def cingest(broker: Running, *, per_publisher: int, publishers: int = 4, inflight: int = 1000,
+            timeout: float = 600.0, count_acks: bool = False) -> Result:
+    """`publishers` C clients (`mosquitto_pub -l -q 1 -M inflight`), one courier each, publish `per_publisher`
+    fixes from a file as fast as the broker PUBACKs them; on fieldgate, also how fast the fixes become rows.
+
+    mosquitto_pub -l reads every line, queues what exceeds its in-flight window, and on the PUBACK of the last
+    message disconnects and exits (MQTT 3.1.1 PUBACKs come in order, so that one is the last): the wall time from
+    starting the publishers to the last exit covers every PUBACK. `count_acks` also has them log each PUBACK
+    (`-d`, which costs them time) and counts those. On fieldgate, `apply_lag_s` is the time from the last
+    publisher's exit to the last fix committed to fieldgate.db, `backlog_at_exit` the fixes PUBACKed but not
+    yet committed at that exit, and `backlog_bound` the gateway's bound on that backlog, if it has one."""
+    binary = mosquitto_pub_binary()
+    if binary is None:
+        return {"skipped": "mosquitto_pub is not installed and could not be installed here "
+                           "(apt-get install mosquitto-clients)"}
+    total = per_publisher * publishers
+    startup = _startup_seconds(_pub_command(binary, broker.port, "bench/startup", "bench-cpub-startup", inflight))
+    run = f"{random.randrange(1 << 20):05x}"  # new couriers each run: a broker used before counts only new rows
+    with tempfile.TemporaryDirectory() as tmp, contextlib.ExitStack() as files:
+        commands, inputs, logs = [], [], []
+        for i in range(publishers):
+            courier = f"cb{run}-{i:02d}"
+            (Path(tmp) / f"{courier}.txt").write_bytes(fix_lines(courier, per_publisher))
+            inputs.append(files.enter_context((Path(tmp) / f"{courier}.txt").open("rb")))
+            logs.append(files.enter_context((Path(tmp) / f"{courier}.log").open("w+b")))
+            commands.append([*_pub_command(binary, broker.port, f"couriers/{courier}/gps", f"bench-cpub-{courier}",
+                                           inflight), *(["-d"] if count_acks else [])])
+        db = None if broker.data_dir is None else files.enter_context(contextlib.closing(
+            sqlite3.connect(f"file:{broker.data_dir / 'fieldgate.db'}?mode=ro", uri=True)))
+        before = 0 if db is None else db.execute("SELECT COUNT(*) FROM gps_fixes").fetchone()[0]
+        exits: dict[int, float] = {}
+
+        def wait(i: int, proc: subprocess.Popen[bytes]) -> None:
+            proc.wait()
+            exits[i] = time.monotonic()
+
+        started = time.monotonic()
+        procs = [subprocess.Popen(c, stdin=f, stdout=log, stderr=subprocess.STDOUT)
+                 for c, f, log in zip(commands, inputs, logs, strict=True)]
+        waiters = [threading.Thread(target=wait, args=(i, p), daemon=True) for i, p in enumerate(procs)]
+        for t in waiters:
+            t.start()
+        rows, last_row_at, backlog_at_exit = 0, started, None
+        while time.monotonic() < started + timeout:
+            if db is not None:
+                count = db.execute("SELECT COUNT(*) FROM gps_fixes").fetchone()[0] - before
+                if count > rows:
+                    rows, last_row_at = count, time.monotonic()
+            if len(exits) == publishers:
+                if backlog_at_exit is None:
+                    backlog_at_exit = total - rows
+                if db is None or rows >= total:
+                    break
+            time.sleep(0.02)
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+        for t in waiters:
+            t.join(10)
+        outputs = []
+        for log in logs:
+            log.seek(0)
+            outputs.append(log.read().decode(errors="replace"))
+    if failed := {i: (p.returncode, outputs[i][-300:]) for i, p in enumerate(procs) if p.returncode != 0}:
+        raise RuntimeError(f"mosquitto_pub failed or timed out: {failed}")
+    last_exit = max(exits.values())
+    seconds = last_exit - started
+    result: Result = {"messages": total, "publishers": publishers, "inflight": inflight,
+                      "seconds": round(seconds, 3), "acked_per_s": round(total / seconds),
+                      "startup_s": round(startup, 3), "acked_per_s_net": round(total / max(seconds - startup, 1e-3))}
+    if count_acks:
+        result["pubacked"] = sum(out.count("received PUBACK") for out in outputs)
+    if db is not None:
+        applied = rows / max(last_row_at - started, 1e-3)
+        # issue 13's backpressure: the broker stops reading publishers above this backlog (None: it has none yet)
+        bound = getattr(BrokerSettings(), "gateway_backlog", None)
+        result.update({"rows_applied": rows, "applied_per_s": round(applied),
+                       "apply_lag_s": round(max(0.0, last_row_at - last_exit), 3), "backlog_at_exit": backlog_at_exit,
+                       "backlog_bound": bound, "lag_bound_s": None if bound is None else round(bound / applied, 3)})
+    return result
