@@ -1,4 +1,4 @@
-"""The embedded broker is amqtt at the exact version gateway/broker.py was written against."""
+"""The embedded broker is amqtt at the exact version gateway/broker/embedded.py was written against."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from gateway.broker.embedded import AMQTT_VERSION
 
 def test_amqtt_is_the_pinned_version():
     assert version("amqtt") == AMQTT_VERSION, (
-        f"amqtt {version('amqtt')} is installed but gateway/broker.py corrects amqtt {AMQTT_VERSION}'s "
+        f"amqtt {version('amqtt')} is installed but gateway/broker/embedded.py corrects amqtt {AMQTT_VERSION}'s "
         "internals: re-read them before changing the pin"
     )
     assert f'"amqtt=={AMQTT_VERSION}"' in (ROOT / "pyproject.toml").read_text()

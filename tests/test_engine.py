@@ -25,6 +25,7 @@ from gateway.broker.engine import Engine, Message, Session
 from gateway.broker.store import DB_NAME, BrokerStore
 from gateway.config import BrokerSettings
 from gateway.core.acl import Identity, Role
+from gateway.core.lifecycle import Outgoing
 
 CONNACK, SUBACK = 2, 9
 _WITH_PACKET_ID = {PUBACK, PUBREC, PUBREL, PUBCOMP, SUBACK, UNSUBACK}
@@ -546,3 +547,117 @@ async def test_wildcards_at_the_first_level_match_no_dollar_topic_live_or_retain
     assert late.link.published == []
     await late.subscribe("$fg/#")
     assert late.link.payloads() == [b"kept"]
+
+
+@scenario()
+async def test_a_qos2_publish_repeated_after_a_reconnect_is_routed_once(broker: Broker) -> None:
+    reader = await broker.connect("reader", subscribe=("t/x",), qos=2)
+    writer = await broker.connect("writer")
+    pid = writer.publish("t/x", b"once", qos=2)
+    await broker.committed()
+    writer.drop()  # our PUBREC was lost with the connection
+    again = await broker.connect("writer")
+    broker.engine.inbound_publish(again.session, "t/x", b"once", 2, False, pid)  # re-sent with DUP
+    await broker.committed()
+    assert again.link.acks(PUBREC) == [pid]
+    assert reader.link.payloads() == [b"once"]
+
+
+@scenario(session_expiry_seconds=3600)
+async def test_a_session_cut_by_a_crash_is_away_from_the_restart_not_from_when_it_connected(broker: Broker) -> None:
+    await broker.connect("phone", subscribe=("t/x",))
+    broker.clock.advance(7200)  # connected for two hours, then the gateway is killed
+    await broker.restart(crash=True)
+    broker.engine._tick()
+    assert "phone" in broker.engine.sessions
+    broker.clock.advance(3601)
+    broker.engine._tick()
+    assert "phone" not in broker.engine.sessions
+
+
+# ---------------------------------------------------------------- the embedded gateway inside the commit
+
+
+class Gateway:
+    """Stands in for the bridge's worker: records each batch it commits (with broker.db's rows, as the worker's
+    transaction writes them) and answers every inbound message with one outbox row."""
+
+    def __init__(self, broker: Broker) -> None:
+        self.broker = broker
+        self.batches: list[tuple[list[bytes], list[int]]] = []  # (inbound payloads, outbox rows published)
+        self.release = asyncio.Event()
+        self.release.set()
+        self._outbox = itertools.count(1)
+
+    async def commit(self, batch: Any) -> list[tuple[int, Any]]:
+        await self.release.wait()
+        assert self.broker._store is not None
+        self.broker._store.apply(batch)
+        self.batches.append(([p for _, p, _ in batch.inbound], list(batch.published)))
+        return [(next(self._outbox), Outgoing(f"answers/{p.decode()}", p)) for _, p, _ in batch.inbound]
+
+    async def attach(self) -> Client:
+        """As `gateway.bridge.local.LocalTransport` attaches: subscribed and committed, then in the commit."""
+        engine, link = self.broker.engine, FakeLink()
+        session, present = engine.attach("gw", False, None, link, Identity(Role.gateway), "in_process")
+        engine.subscribe(session, 1, [("in/#", 1)])
+        await self.broker.committed()
+        engine.apply_in_commit(session, self.commit)
+        engine.connack(session, present)
+        await self.broker.committed()
+        return Client(self.broker, session, link, present)
+
+
+@scenario()
+async def test_the_gateway_applies_a_message_in_the_commit_its_puback_waits_for(broker: Broker) -> None:
+    gateway = Gateway(broker)
+    gw = await gateway.attach()
+    answers = await broker.connect("answers", subscribe=("answers/#",))
+    phone = await broker.connect("phone", clean=True)
+    pid = phone.publish("in/fix", b"f1")
+    assert phone.link.acks(PUBACK) == []
+    await broker.committed()
+    assert phone.link.acks(PUBACK) == [pid]
+    assert gw.link.published == []  # nothing is delivered to the gateway: it had the message in its commit
+    assert broker.rows("SELECT * FROM queue WHERE client_id = 'gw'") == []
+    assert answers.link.payloads() == [b"f1"]  # what it published, routed at once
+    await broker.committed()
+    applied = [inbound for inbound, _ in gateway.batches].index([b"f1"])
+    assert gateway.batches[applied + 1] == ([], [1])  # the next commit makes its routing durable
+
+
+@scenario(gateway_backlog=100)
+async def test_publishers_are_not_read_while_the_gateways_backlog_is_full(broker: Broker) -> None:
+    gateway = Gateway(broker)
+    await gateway.attach()
+    phone = await broker.connect("phone", clean=True)
+    gateway.release.clear()  # the gateway is busy with a commit
+    phone.publish("in/fix", b"first")
+    await asyncio.sleep(0)  # the committer takes the first message into the commit under way
+    for n in range(98):
+        phone.publish("in/fix", b"%d" % n)
+    assert broker.engine.reading.is_set()
+    phone.publish("in/fix", b"one too many")
+    assert not broker.engine.reading.is_set()
+    gateway.release.set()
+    await broker.committed()
+    assert broker.engine.reading.is_set()
+    assert len(phone.link.acks(PUBACK)) == 100
+
+
+@scenario()
+async def test_while_the_gateway_is_away_its_messages_are_queued_and_handed_over_when_it_is_back(
+        broker: Broker) -> None:
+    gateway = Gateway(broker)
+    gw = await gateway.attach()
+    gw.disconnect()
+    phone = await broker.connect("phone", clean=True)
+    phone.publish("in/fix", b"while away")
+    await broker.committed()
+    assert phone.link.acks(PUBACK) != []
+    assert broker.rows("SELECT client_id FROM queue") == [("gw",)]
+    await broker.restart()
+    await gateway.attach()
+    await broker.committed()
+    assert [b"while away"] in [inbound for inbound, _ in gateway.batches]
+    assert broker.rows("SELECT * FROM queue") == []  # deleted in the commit that applied it

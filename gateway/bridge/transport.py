@@ -1,9 +1,11 @@
 """The bridge's transports. `MqttTransport` is the only code that imports paho-mqtt.
 
 The bridge talks to its broker through the `Transport` contract below. Two implementations:
-`MqttTransport` (any MQTT 3.1.1 broker, over the network) and `gateway.bridge.local.LocalTransport` (the
-embedded broker, in the same process: no socket, no second broker hop). Both deliver inbound
-messages unacknowledged and number outbound ones so their PUBACK can be matched.
+`MqttTransport` (any MQTT 3.1.1 broker, over the network: it delivers inbound messages
+unacknowledged and numbers outbound ones so their PUBACK can be matched) and
+`gateway.bridge.local.LocalTransport` (the embedded broker, in the same process: the broker hands
+the bridge whole batches to commit with its own rows, `Receiver.apply`, and takes the outbox back
+in one call, `Transport.hand_over`).
 
 
 `MqttTransport` is a persistent-session (clean_session=False) MQTT 3.1.1 client that

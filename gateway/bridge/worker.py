@@ -1,8 +1,10 @@
-"""The bridge: an ordinary MQTT client that runs the gateway against any MQTT 3.1.1 broker.
+"""The bridge: runs the gateway against any MQTT 3.1.1 broker, or inside the embedded one's commits.
 
-Threads: paho's network thread only hands messages over (`MqttTransport`); one worker thread
-owns the SQLite store and does everything else, in this order for each batch of inbound
-messages:
+One worker thread owns the SQLite store and does all the writing. Embedded and in process
+(`gateway.bridge.local`), the broker's engine hands it each group commit (`Bridge.apply`): the
+broker's rows and the gateway's handling of the batch's inbound messages in one transaction.
+Against any other broker, paho's network thread only hands messages over (`MqttTransport`) and
+the worker does, for each batch of inbound messages:
 
 1. `Gateway.handle_batch` validates, routes and commits them with their outbound messages
    (the outbox) in one transaction;
@@ -60,9 +62,9 @@ def over_mqtt(settings: Settings, url: Callable[[], BrokerUrl], *, embedded: boo
     """The bridge's transport to an MQTT broker at `url()` (asked when the bridge starts). On the embedded
     broker it also reads the broker's own connection events."""
     subscriptions = INBOUND_FILTERS + (EMBEDDED_FILTERS if embedded else ())
-    return lambda on_message, on_published: mqtt_transport(
+    return lambda bridge: mqtt_transport(
         url(), settings.bridge.client_id, keepalive=settings.bridge.keepalive, max_in_flight=MAX_IN_FLIGHT,
-        subscriptions=subscriptions)(on_message, on_published)
+        subscriptions=subscriptions)(bridge)
 
 
 class Bridge:

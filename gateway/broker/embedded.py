@@ -7,7 +7,7 @@ ACL are fieldgate's (`gateway.auth`, `gateway.core.acl`); amqtt's plugin set is 
 What `FieldgateBroker` replaces, each behaviour of amqtt 0.12.1 named with where it lived:
 
 - Connections: `Broker._client_connected` → `FieldgateBroker._serve`, which hands the session
-  to `gateway.sessions.Engine` instead of `Broker._sessions`.
+  to `gateway.broker.engine.Engine` instead of `Broker._sessions`.
 - Sessions, subscriptions, offline queues and retained messages lived in memory and
   `Broker.start()`/`shutdown()` cleared them → persisted in broker.db and restored at start
   (`gateway.broker.store`).

@@ -1,14 +1,17 @@
 """The embedded broker's session layer: routing, queues, in-flight messages, retained messages, wills.
 
-This replaces amqtt 0.12.1's in-memory session handling (see gateway/broker.py for the list of
-what it corrects). Everything here runs on the broker's event loop; the only I/O is handing a
-`Batch` to `BrokerStore.apply` on a dedicated writer thread.
+This replaces amqtt 0.12.1's in-memory session handling (see gateway/broker/embedded.py for the
+list of what it corrects). Everything here runs on the broker's event loop; the only I/O is
+handing a `Batch` to be committed: to the embedded gateway's worker, which applies the batch's
+inbound messages in the same transaction (`apply_in_commit`, `gateway.bridge.local`), or, while
+no gateway is in the commit, to `BrokerStore.apply` on a dedicated writer thread.
 
 Order of events for a QoS-1 PUBLISH from a client:
 
 1. it is routed at once: every matching session gets a `Delivery` (sent now if the client is
    connected and has room in its in-flight window, queued otherwise); deliveries to persistent
-   sessions also get a `queue` row in the open batch;
+   sessions also get a `queue` row in the open batch; for the embedded gateway's session the
+   message goes into the batch's `inbound` instead, to be applied in the commit;
 2. the publisher's PUBACK waits in the batch's callbacks until the batch has committed (group
    commit: while one batch is being written, the next one fills up);
 3. a subscriber's PUBACK deletes its queue row in a later batch. Un-PUBACKed messages stay in
@@ -237,7 +240,8 @@ class Engine:
         self._next_message_id, self._next_queue_id = snap.next_message_id, snap.next_queue_id
         cut: list[SessionRow] = []
         for row in snap.sessions:
-            if row.connected:
+            if row.connected:  # connected until the crash, whenever that was: away from now on
+                row.last_seen = self.clock()
                 cut.append(row)
             if row.clean:
                 self._batch.sessions[row.client_id] = None
@@ -528,7 +532,6 @@ class Engine:
             self._gateway = self._in_commit = None
         s.link, s.ready, s.last_seen = None, False, self.clock()
         will, s.will = s.will, None
-        s.inbound_qos2.clear()
         if s.clean:
             self._discard(s)
         else:
