@@ -510,9 +510,8 @@ def cingest(broker: Running, *, per_publisher: int, publishers: int = 4, infligh
         result["pubacked"] = sum(out.count("received PUBACK") for out in outputs)
     if db is not None:
         applied = rows / max(last_row_at - started, 1e-3)
-        # issue 13's backpressure: the broker stops reading publishers above this backlog (None: it has none yet)
-        bound = getattr(BrokerSettings(), "gateway_backlog", None)
+        bound = BrokerSettings().gateway_backlog  # the broker stops reading publishers above this backlog
         result.update({"rows_applied": rows, "applied_per_s": round(applied),
                        "apply_lag_s": round(max(0.0, last_row_at - last_exit), 3), "backlog_at_exit": backlog_at_exit,
-                       "backlog_bound": bound, "lag_bound_s": None if bound is None else round(bound / applied, 3)})
+                       "backlog_bound": bound, "lag_bound_s": round(bound / applied, 3)})
     return result

@@ -14,7 +14,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from gateway.broker import codec
-from gateway.broker.engine import SubscriptionIndex, topic_matches
+from gateway.broker.topics import SubscriptionIndex, topic_matches
 
 
 def amqtt_decode(data: bytes):

@@ -21,7 +21,8 @@ from typing import Any
 from conftest import DEADLINE
 
 from gateway.broker.codec import PUBACK, PUBCOMP, PUBREC, PUBREL, UNSUBACK, Publish, split
-from gateway.broker.engine import Engine, Message, Session
+from gateway.broker.engine import Engine
+from gateway.broker.session import Message, Session
 from gateway.broker.store import DB_NAME, BrokerStore
 from gateway.config import BrokerSettings
 from gateway.core.acl import Identity, Role
@@ -156,7 +157,7 @@ class Broker:
         for task in self.engine._tasks:
             task.cancel()
         await asyncio.gather(*self.engine._tasks, return_exceptions=True)
-        self.engine._writer.shutdown(wait=True)
+        self.engine.commit.close()
         self._close_store()
 
     async def restart(self, *, crash: bool = False) -> None:

@@ -23,7 +23,8 @@ import logging
 import threading
 
 from gateway.bridge.transport import Received, Receiver, TransportFactory
-from gateway.broker.engine import Engine, Message, Session
+from gateway.broker.engine import Engine
+from gateway.broker.session import Message, Session
 from gateway.broker.store import Batch
 from gateway.core.acl import Identity, Role
 from gateway.core.lifecycle import Outgoing

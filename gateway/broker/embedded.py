@@ -61,7 +61,8 @@ from gateway.auth import BRIDGE_USER, Authenticator
 from gateway.bridge.transport import BrokerUrl
 from gateway.broker import codec
 from gateway.broker.codec import ProtocolViolation
-from gateway.broker.engine import Engine, Message, Session
+from gateway.broker.engine import Engine
+from gateway.broker.session import Message, Session
 from gateway.broker.store import DB_NAME, BrokerStore
 from gateway.config import Settings
 from gateway.core import acl, contract

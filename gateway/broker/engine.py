@@ -29,12 +29,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections import OrderedDict, deque
-from collections.abc import Awaitable, Callable
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Protocol
 
 from gateway import metrics
 from gateway.broker.codec import (
@@ -47,7 +43,10 @@ from gateway.broker.codec import (
     encode_connack,
     encode_suback,
 )
+from gateway.broker.commit import GroupCommit, InCommit
+from gateway.broker.session import Delivery, Link, Message, Origin, Session
 from gateway.broker.store import Batch, BrokerStore, SessionRow
+from gateway.broker.topics import SubscriptionIndex, topic_matches
 from gateway.config import BrokerSettings
 from gateway.core.acl import Identity, Role, may_receive, may_subscribe, needs_receive_check
 from gateway.core.contract import BROKER_EVENTS, INBOUND_HINT, device_topic
@@ -56,149 +55,10 @@ from gateway.core.models import BrokerEvent, DeviceEvent, Rejection
 
 log = logging.getLogger("fieldgate.broker")
 
-
-
 #: In-flight window of a bridge's session over MQTT (`bridge.in_process: false`): lets it commit large batches.
 GATEWAY_WINDOW = 1000
-#: Commits one batch with the embedded gateway's handling of its inbound messages; returns the outbox rows that
-#: handling queued, for the engine to publish (`gateway.bridge.local`).
-InCommit = Callable[[Batch], Awaitable[list[tuple[int, Outgoing]]]]
 #: A client publishing outside the contract is logged and answered once per topic in this many seconds.
 OFF_CONTRACT_QUIET_SECONDS = 60.0
-
-
-class Link(Protocol):
-    """What the session layer needs of a connection: a network one (`gateway.broker.embedded.Connection`)
-    encodes; the embedded bridge's (`gateway.bridge.local.LocalTransport`) takes the message as it is."""
-
-    def deliver(self, message: Message, qos: int, retain: bool, dup: bool, packet_id: int | None) -> None: ...
-
-    def send(self, data: bytes) -> None: ...  # an encoded control packet (CONNACK, PUBACK, SUBACK, ...)
-
-    def close(self) -> None: ...
-
-
-@dataclass(frozen=True, slots=True)
-class Origin:
-    """Who published a message: its client id and authenticated identity. Kept in memory only (not in broker.db):
-    what is delivered after a restart has no origin."""
-
-    client_id: str
-    identity: Identity
-
-
-@dataclass(slots=True, eq=False)
-class Message:
-    topic: str
-    payload: bytes
-    qos: int
-    id: int | None = None  # its `messages` row, once a persistent session needs it
-    refs: int = 0  # queue rows that point at it
-    origin: Origin | None = None
-
-
-@dataclass(slots=True, eq=False)
-class Delivery:
-    message: Message
-    qos: int
-    queue_id: int | None = None  # None: not stored (QoS 0, or a clean session)
-    retain: bool = False  # sent because of a new subscription to a retained topic
-    dup: bool = False  # may have been sent before: the next send carries DUP=1
-    phase: int = 0  # 0 not sent, 1 PUBLISH sent, 2 PUBREC received and PUBREL sent (QoS 2)
-    packet_id: int = 0  # kept from the first send to the last [MQTT-4.4.0-1]
-    sent_at: float = 0.0
-
-
-@dataclass(eq=False)
-class Session:
-    client_id: str
-    clean: bool
-    subscriptions: dict[str, int] = field(default_factory=dict)
-    queue: deque[Delivery] = field(default_factory=deque)
-    inflight: OrderedDict[int, Delivery] = field(default_factory=OrderedDict)
-    inbound_qos2: set[int] = field(default_factory=set)  # PUBREC sent, PUBREL awaited
-    packet_ids: set[int] = field(default_factory=set)  # held by deliveries sent at least once
-    identity: Identity = field(default_factory=lambda: Identity(Role.local))
-    listener: str = ""  # the listener of its connection (mqtt, tls, ws; in_process for the embedded bridge)
-    link: Link | None = None
-    ready: bool = False  # CONNACK sent: deliveries may flow
-    window: int = 20  # most deliveries in flight (0: no limit); set at attach
-    bounded: bool = True  # subject to max_queued_messages / max_queued_bytes; set at attach
-    will: tuple[str, bytes, int, bool] | None = None
-    last_seen: float = 0.0
-    pending_bytes: int = 0
-    dropped: int = 0
-    denied: int = 0
-    off_contract: int = 0  # publishes to topics outside the topic contract
-    _last_drop_log: float = 0.0
-    _last_deny_log: float = 0.0
-    _last_off_contract: dict[str, float] = field(default_factory=dict)  # topic -> when last logged and answered
-    _last_throttle_log: float = 0.0
-    _packet_id: int = 0
-
-    @property
-    def persistent(self) -> bool:
-        return not self.clean
-
-    def pending(self) -> int:
-        return len(self.queue) + len(self.inflight)
-
-    def next_packet_id(self) -> int:
-        for _ in range(65535):
-            self._packet_id = self._packet_id % 65535 + 1
-            if self._packet_id not in self.packet_ids:
-                self.packet_ids.add(self._packet_id)
-                return self._packet_id
-        raise RuntimeError(f"client {self.client_id} has 65535 messages in flight")
-
-
-def topic_matches(levels_filter: list[str], levels_topic: list[str]) -> bool:
-    """MQTT topic filter matching, level by level ('+' one level, '#' the rest, including none)."""
-    for i, level in enumerate(levels_filter):
-        if level == "#":
-            return True
-        if i >= len(levels_topic) or (level != "+" and level != levels_topic[i]):
-            return False
-    return len(levels_filter) == len(levels_topic)
-
-
-class SubscriptionIndex:
-    """Who is subscribed to what: exact filters by dict lookup, wildcard filters by scan."""
-
-    def __init__(self) -> None:
-        self._exact: dict[str, dict[str, int]] = {}
-        self._wild: dict[str, tuple[list[str], dict[str, int]]] = {}
-
-    def add(self, topic_filter: str, client_id: str, qos: int) -> None:
-        if "+" in topic_filter or "#" in topic_filter:
-            self._wild.setdefault(topic_filter, (topic_filter.split("/"), {}))[1][client_id] = qos
-        else:
-            self._exact.setdefault(topic_filter, {})[client_id] = qos
-
-    def remove(self, topic_filter: str, client_id: str) -> None:
-        subs = self._exact.get(topic_filter)
-        if subs is None and topic_filter in self._wild:
-            subs = self._wild[topic_filter][1]
-        if subs is not None:
-            subs.pop(client_id, None)
-            if not subs:
-                self._exact.pop(topic_filter, None)
-                self._wild.pop(topic_filter, None)
-
-    def match(self, topic: str) -> dict[str, int]:
-        """client_id → the highest QoS among that client's matching subscriptions (one copy per client)."""
-        found = dict(self._exact.get(topic, ()))
-        if self._wild:
-            levels = topic.split("/")
-            dollar = topic.startswith("$")  # [MQTT-4.7.2-1]: wildcards at the first level never match $ topics
-            for flevels, subs in self._wild.values():
-                if dollar and flevels[0] in ("+", "#"):
-                    continue
-                if topic_matches(flevels, levels):
-                    for client_id, qos in subs.items():
-                        if qos > found.get(client_id, -1):
-                            found[client_id] = qos
-        return found
 
 
 class Engine:
@@ -212,31 +72,23 @@ class Engine:
         self.index = SubscriptionIndex()
         self.retained: dict[str, Message] = {}
         self.dropped_total = 0
-        self._batch = Batch()
-        self._callbacks: list[Callable[[], None]] = []
-        self._committing = False
-        self._wake = asyncio.Event()
-        # The embedded gateway, while attached: its session, and how a batch is committed with it.
+        self.commit = GroupCommit(store, before_alone=self._keep_for_gateway, after=self._after_commit)
+        # The embedded gateway, while attached: its session (how a batch is committed with it: `commit.in_commit`).
         self._gateway: Session | None = None
         self._gateway_id: str | None = None  # kept after it detaches: its queue takes what it did not apply
-        self._in_commit: InCommit | None = None
-        self._applying = 0  # inbound messages for the gateway in the batch being committed
         #: Set while publishers may be read: cleared while the gateway's backlog is over broker.gateway_backlog.
         self.reading = asyncio.Event()
         self.reading.set()
-        self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="fieldgate-broker-db")
         self._tasks: list[asyncio.Task[None]] = []
         self._next_message_id = 1
         self._next_queue_id = 1
-        self.commits = {"count": 0, "seconds": 0.0, "callbacks": 0}  # group-commit statistics, logged at stop
 
     # ------------------------------------------------------------------ start and stop
 
     async def start(self) -> None:
         """Load broker.db; publish the wills of connections a crash cut; start committing."""
-        loop = asyncio.get_running_loop()
         started = time.monotonic()
-        snap = await loop.run_in_executor(self._writer, self.store.load)
+        snap = await self.commit.load()
         self._next_message_id, self._next_queue_id = snap.next_message_id, snap.next_queue_id
         cut: list[SessionRow] = []
         for row in snap.sessions:
@@ -244,7 +96,7 @@ class Engine:
                 row.last_seen = self.clock()
                 cut.append(row)
             if row.clean:
-                self._batch.sessions[row.client_id] = None
+                self.commit.batch.sessions[row.client_id] = None
                 continue
             self.sessions[row.client_id] = Session(row.client_id, clean=False, last_seen=row.last_seen,
                                                    dropped=row.dropped, denied=row.denied,
@@ -266,7 +118,7 @@ class Engine:
             s.pending_bytes += len(payload)
         for topic, payload, qos in snap.retained:
             self.retained[topic] = Message(topic, payload, qos)
-        self._tasks = [asyncio.create_task(self._committer()), asyncio.create_task(self._housekeeping())]
+        self._tasks = [asyncio.create_task(self.commit.run()), asyncio.create_task(self._housekeeping())]
         # Every connection of before is gone: the gateway marks the devices it knew of offline.
         self.publish(BROKER_EVENTS, BrokerEvent(event="started", at=self._now()).model_dump_json().encode(), 1, False)
         for row in cut:
@@ -290,78 +142,33 @@ class Engine:
                 self.detach(s, graceful=True, how="stopped")
         await self.flush()
         for _ in range(10):  # what the gateway published in its last commits, routed durably through it
-            if not self._batch.published:
+            if not self.commit.batch.published:
                 break
             await self.flush()
         if (gateway := self._gateway) is not None and gateway.link is not None:
             gateway.link.close()
             self.detach(gateway, graceful=True, how="stopped")
             await self.flush()
-        n = self.commits["count"]
-        log.info("broker group commits", extra={"ctx": {
-            "commits": n, "avg_ms": round(1000 * self.commits["seconds"] / n, 2) if n else 0,
-            "avg_acks_per_commit": round(self.commits["callbacks"] / n, 1) if n else 0}})
+        self.commit.log_statistics()
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
-        self._writer.shutdown(wait=True)
+        self.commit.close()
 
     async def flush(self) -> None:
         """Wait until everything so far is committed."""
-        done = asyncio.get_running_loop().create_future()
-        self.when_durable(lambda: done.done() or done.set_result(None))
-        await done
+        await self.commit.flush()
 
-    # ------------------------------------------------------------------ group commit
+    # ------------------------------------------------------------------ the embedded gateway in the commit
 
     def when_durable(self, callback: Callable[[], None]) -> None:
-        """Run `callback` once everything written so far is committed (now, if nothing is pending)."""
-        if not self._batch and not self._committing and not self._callbacks:
-            callback()
-            return
-        self._callbacks.append(callback)
-        self._wake.set()
+        self.commit.when_durable(callback)
 
-    async def _committer(self) -> None:
-        loop = asyncio.get_running_loop()
-        while True:
-            await self._wake.wait()
-            self._wake.clear()
-            while self._batch or self._callbacks:
-                batch, callbacks = self._batch, self._callbacks
-                self._batch, self._callbacks = Batch(), []
-                self._committing = True
-                self._applying = len(batch.inbound)
-                published: list[tuple[int, Outgoing]] = []
-                try:
-                    while batch:
-                        try:
-                            started = time.perf_counter()
-                            if self._in_commit is not None:
-                                published = await self._in_commit(batch)
-                            else:
-                                self._keep_for_gateway(batch)
-                                await loop.run_in_executor(self._writer, self.store.apply, batch)
-                            took = time.perf_counter() - started
-                            metrics.BROKER_COMMIT.observe(took)
-                            self.commits["count"] += 1
-                            self.commits["seconds"] += took
-                            self.commits["callbacks"] += len(callbacks)
-                            break
-                        except Exception:
-                            log.exception("broker commit failed; retrying in 1 s (nothing is acknowledged)")
-                            await asyncio.sleep(1.0)
-                finally:
-                    self._committing = False
-                    self._applying = 0
-                self.publish_outbox(published)
-                for callback in callbacks:
-                    try:
-                        callback()
-                    except Exception:
-                        log.exception("acknowledgement after commit failed")
-                if not self.reading.is_set() and len(self._batch.inbound) < self.settings.gateway_backlog:
-                    self.reading.set()
+    def _after_commit(self, published: list[tuple[int, Outgoing]]) -> None:
+        """Publish what the gateway's commit queued; read publishers again once its backlog is below the bound."""
+        self.publish_outbox(published)
+        if not self.reading.is_set() and len(self.commit.batch.inbound) < self.settings.gateway_backlog:
+            self.reading.set()
 
     def _keep_for_gateway(self, batch: Batch) -> None:
         """Committing without the gateway (it left): queue the batch's messages for it as rows of its session, in
@@ -371,18 +178,18 @@ class Engine:
         inbound, batch.inbound, batch.published = batch.inbound, [], []
         if s is None or not inbound:
             return
-        open_batch, self._batch = self._batch, batch  # `_offer` writes into the batch being committed
+        open_batch, self.commit.batch = self.commit.batch, batch  # `_offer` writes into the batch being committed
         try:
             for topic, payload, origin in inbound:
                 self._offer(s, Message(topic, payload, 1, origin=None if origin is None else Origin(*origin)), 1,
                             retain=False)
         finally:
-            self._batch = open_batch
+            self.commit.batch = open_batch
 
     def apply_in_commit(self, s: Session, commit: InCommit) -> None:
         """From now on (until `s` detaches) messages routed to `s` are not delivered but handed to `commit`, which
         commits each batch with them in one transaction (the embedded gateway)."""
-        self._gateway, self._gateway_id, self._in_commit = s, s.client_id, commit
+        self._gateway, self._gateway_id, self.commit.in_commit = s, s.client_id, commit
 
     def publish_outbox(self, rows: list[tuple[int | None, Outgoing]]) -> None:
         """Publish what the embedded gateway committed (outbox rows; None: a task re-sent, not in the outbox). The
@@ -392,12 +199,9 @@ class Engine:
         for outbox_id, m in rows:
             self.publish(m.topic, m.payload, 1, m.retain, origin=origin)
             if outbox_id is not None:
-                self._batch.published.append(outbox_id)
+                self.commit.batch.published.append(outbox_id)
         if rows:
-            self._changed()
-
-    def _changed(self) -> None:
-        self._wake.set()
+            self.commit.changed()
 
     # ------------------------------------------------------------------ connections
 
@@ -447,9 +251,9 @@ class Engine:
         return sum(s.pending() for s in self.sessions.values()), self.dropped_total
 
     def _save_session(self, s: Session) -> None:
-        self._batch.sessions[s.client_id] = SessionRow(s.client_id, s.clean, s.link is not None, s.last_seen, s.will,
-                                                       s.dropped, s.denied, s.off_contract)
-        self._changed()
+        self.commit.batch.sessions[s.client_id] = SessionRow(s.client_id, s.clean, s.link is not None, s.last_seen,
+                                                             s.will, s.dropped, s.denied, s.off_contract)
+        self.commit.changed()
 
     def _now(self) -> datetime:
         return datetime.fromtimestamp(self.clock(), UTC)
@@ -469,8 +273,8 @@ class Engine:
             del s.subscriptions[topic_filter]
             self.index.remove(topic_filter, s.client_id)
             if s.persistent:
-                self._batch.subscriptions[(s.client_id, topic_filter)] = None
-                self._changed()
+                self.commit.batch.subscriptions[(s.client_id, topic_filter)] = None
+                self.commit.changed()
 
     def note_denied(self, s: Session, topic: str, why: str) -> None:
         """A publish or subscription refused by the ACL or a limit: counted per session, logged."""
@@ -529,7 +333,7 @@ class Engine:
             return
         self._device_event(s, False, how or ("disconnect" if graceful else "lost"))
         if s is self._gateway:  # from the next commit on, what it has not applied is queued for its return
-            self._gateway = self._in_commit = None
+            self._gateway = self.commit.in_commit = None
         s.link, s.ready, s.last_seen = None, False, self.clock()
         will, s.will = s.will, None
         if s.clean:
@@ -553,11 +357,11 @@ class Engine:
         for topic_filter in s.subscriptions:
             self.index.remove(topic_filter, s.client_id)
             if s.persistent:
-                self._batch.subscriptions[(s.client_id, topic_filter)] = None
+                self.commit.batch.subscriptions[(s.client_id, topic_filter)] = None
         if self.sessions.get(s.client_id) is s:
             del self.sessions[s.client_id]
-        self._batch.sessions[s.client_id] = None
-        self._changed()
+        self.commit.batch.sessions[s.client_id] = None
+        self.commit.changed()
 
     # ------------------------------------------------------------------ publish and deliver
 
@@ -567,11 +371,11 @@ class Engine:
         if retain:
             if payload:
                 self.retained[topic] = Message(topic, payload, qos)
-                self._batch.retained[topic] = (payload, qos)
+                self.commit.batch.retained[topic] = (payload, qos)
             else:  # [MQTT-3.3.1-10] an empty retained message deletes the retained one
                 self.retained.pop(topic, None)
-                self._batch.retained[topic] = None
-            self._changed()
+                self.commit.batch.retained[topic] = None
+            self.commit.changed()
         msg = Message(topic, payload, qos, origin=origin)
         for client_id, sub_qos in self.index.match(topic).items():
             s = self.sessions.get(client_id)
@@ -596,12 +400,12 @@ class Engine:
             if msg.id is None:
                 msg.id = self._next_message_id
                 self._next_message_id += 1
-                self._batch.messages.append((msg.id, msg.topic, msg.payload, msg.qos))
+                self.commit.batch.messages.append((msg.id, msg.topic, msg.payload, msg.qos))
             d.queue_id = self._next_queue_id
             self._next_queue_id += 1
             msg.refs += 1
-            self._batch.queued.append((d.queue_id, s.client_id, msg.id, qos))
-            self._changed()
+            self.commit.batch.queued.append((d.queue_id, s.client_id, msg.id, qos))
+            self.commit.changed()
         s.queue.append(d)
         s.pending_bytes += len(msg.payload)
         self._pump(s)
@@ -610,10 +414,11 @@ class Engine:
         """Put a message for the embedded gateway into the open batch, which applies it; stop reading from
         publishers while more than broker.gateway_backlog messages wait for it (the commit in progress included)."""
         origin = msg.origin
-        self._batch.inbound.append((msg.topic, msg.payload, None if origin is None else (origin.client_id,
+        self.commit.batch.inbound.append((msg.topic, msg.payload, None if origin is None else (origin.client_id,
                                                                                           origin.identity)))
-        self._changed()
-        if self.reading.is_set() and len(self._batch.inbound) + self._applying >= self.settings.gateway_backlog:
+        self.commit.changed()
+        backlog = len(self.commit.batch.inbound) + self.commit.applying
+        if self.reading.is_set() and backlog >= self.settings.gateway_backlog:
             self.reading.clear()
             metrics.READS_PAUSED.inc()
 
@@ -655,11 +460,11 @@ class Engine:
         """A delivery is done with (acknowledged, dropped or discarded): free its packet id and rows."""
         s.packet_ids.discard(d.packet_id)
         if d.queue_id is not None:
-            self._batch.acked.append(d.queue_id)
+            self.commit.batch.acked.append(d.queue_id)
             d.message.refs -= 1
             if d.message.refs == 0 and d.message.id is not None:
-                self._batch.dead_messages.append(d.message.id)
-            self._changed()
+                self.commit.batch.dead_messages.append(d.message.id)
+            self.commit.changed()
 
     def _pump(self, s: Session) -> None:
         """Send queued deliveries while the client's in-flight window has room."""
@@ -701,8 +506,8 @@ class Engine:
     def _set_phase(self, d: Delivery, phase: int) -> None:
         d.phase = phase
         if d.queue_id is not None:
-            self._batch.sent.append((phase, d.packet_id, d.queue_id))
-            self._changed()
+            self.commit.batch.sent.append((phase, d.packet_id, d.queue_id))
+            self.commit.changed()
 
     def acknowledged(self, s: Session, kind: int, packet_id: int) -> None:
         """PUBACK (QoS 1 done), PUBREC (QoS 2: answer PUBREL) or PUBCOMP (QoS 2 done) from the client."""
@@ -764,8 +569,8 @@ class Engine:
             s.subscriptions[topic_filter] = qos
             self.index.add(topic_filter, s.client_id, qos)
             if s.persistent:
-                self._batch.subscriptions[(s.client_id, topic_filter)] = qos
-                self._changed()
+                self.commit.batch.subscriptions[(s.client_id, topic_filter)] = qos
+                self.commit.changed()
 
         def acknowledge() -> None:
             if s.link is None:
@@ -795,8 +600,8 @@ class Engine:
             if s.subscriptions.pop(topic_filter, None) is not None:
                 self.index.remove(topic_filter, s.client_id)
                 if s.persistent:
-                    self._batch.subscriptions[(s.client_id, topic_filter)] = None
-                    self._changed()
+                    self.commit.batch.subscriptions[(s.client_id, topic_filter)] = None
+                    self.commit.changed()
         self.when_durable(lambda: s.link and s.link.send(encode_ack(UNSUBACK, packet_id)))
 
     # ------------------------------------------------------------------ timers

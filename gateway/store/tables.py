@@ -48,6 +48,7 @@ from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
+from functools import lru_cache
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -104,6 +105,7 @@ _RECORD_COLUMNS = ("order_json, status, progress, courier_id, location_json, cre
                    "dispatch_json, (SELECT name FROM couriers c WHERE c.courier_id = orders.courier_id)")
 
 
+@lru_cache(maxsize=256)  # a batch stamps many rows with the same few times
 def _iso(at: datetime) -> str:
     return at.astimezone(UTC).isoformat(timespec="milliseconds")
 
