@@ -13,6 +13,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
+from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, disable_created_metrics
@@ -64,6 +65,7 @@ def _topic_classes() -> dict[tuple[str, int, str], str]:
 _CLASSES = _topic_classes()
 
 
+@lru_cache(maxsize=4096)
 def topic_class(topic: str) -> str:
     """The contract pattern a topic is an instance of ('couriers/{courier_id}/gps'), or 'other': a label with a
     bounded number of values, whatever ids clients use."""

@@ -36,6 +36,7 @@ from typing import Any
 
 from gateway.bridge.transport import BrokerUrl, MqttClient
 from gateway.core.geo import haversine_m, offset
+from gateway.core.lifecycle import FINAL
 from gateway.core.models import Courier, Shop
 
 log = logging.getLogger("fieldgate.simulate")
@@ -345,7 +346,7 @@ class Day:
             self.summary.changes_confirmed += 1
         elif kind == "status_changed":
             self.statuses_acked.add((order_id, data["status"]))
-            if data["status"] in ("delivered", "failed", "cancelled") and order_id not in self.final:
+            if data["status"] in FINAL and order_id not in self.final:
                 self.final[order_id] = (now, data["status"])
                 o, placed = self.orders.get(order_id), self.placed.get(order_id)
                 if o is not None and placed is not None and data["status"] == "delivered":

@@ -15,6 +15,7 @@ timeout, taken over); anonymous clients and external brokers keep the presence-t
 
 from __future__ import annotations
 
+import collections
 import hashlib
 import json
 import logging
@@ -123,7 +124,13 @@ class Gateway:
         self._seen: dict[str, float] = {}  # courier -> when its last-seen time was last written
         self._online: dict[str, bool | None] = {}  # courier -> online as stored
         self._newest: dict[str, Fix | None] = {}  # courier -> its newest fix
+        self._counted: collections.Counter[str] = collections.Counter()  # inbound messages by topic class, counted
+        # in metrics after the commit
+        self._fixes: list[tuple[str, str, Location, datetime]] = []  # GPS fixes to store at the transaction's end
+        #: courier -> (its newest fix in this transaction, its newest before): applied once, at the end (`_moves`)
+        self._moved: dict[str, tuple[Fix, Fix | None]] = {}
         self._couriers_changed: set[str] = set()  # couriers whose active orders changed in this transaction
+        self._now: tuple[int, datetime] = (-1, datetime.min)  # the last `now()`, by its millisecond
         #: Called after each commit with the messages it published and how many webhook deliveries it made.
         self.on_commit: Callable[[list[Outgoing], int], None] | None = None
         #: Where customers open tracking links (the HTTP side sets it to its own address if web.public_url is "").
@@ -134,8 +141,10 @@ class Gateway:
 
     def now(self) -> datetime:
         """The clock as a UTC datetime, to the millisecond (what the store keeps)."""
-        at = datetime.fromtimestamp(self.clock(), UTC)
-        return at.replace(microsecond=at.microsecond // 1000 * 1000)
+        ms = int(self.clock() * 1000)
+        if ms != self._now[0]:  # a batch asks many times within one millisecond
+            self._now = (ms, datetime.fromtimestamp(ms / 1000, UTC))
+        return self._now[1]
 
     # ------------------------------------------------------------------ batches
 
@@ -200,6 +209,9 @@ class Gateway:
                     also()
                 out = work()
                 now = self.now()
+                self.store.add_fixes(self._fixes)
+                self._fixes.clear()
+                out += self._moves(now)
                 out += [self.dispatch.courier_orders(c, now) for c in sorted(self._couriers_changed)]
                 self._couriers_changed.clear()
                 out = latest_retained(out)
@@ -207,23 +219,31 @@ class Gateway:
                 rows = self.store.enqueue(out, now)
         except BaseException:
             self._forget_couriers()
+            self._fixes.clear()
+            self._moved.clear()
+            self._couriers_changed.clear()
+            self._counted.clear()
             raise
+        for topic_class, n in self._counted.items():
+            metrics.MESSAGES_IN.labels(topic_class).inc(n)
+        self._counted.clear()
         if self.on_commit is not None and out:
             self.on_commit(out, deliveries)
         return rows
 
     def _forget_couriers(self) -> None:
+        """A rollback may have undone what the caches of the couriers table remember: forget them (not the work
+        the transaction's earlier messages left for its end: `_moved`, `_couriers_changed`)."""
         self._seen.clear()
         self._newest.clear()
         self._online.clear()
-        self._couriers_changed.clear()
         self.dispatch.forget()
 
     def _handle_one(self, message: Inbound) -> tuple[list[Outgoing], Rejected | None]:
         """The messages one inbound message publishes, and the Rejected it raised (None if it was applied)."""
         now = self.now()
         route: Route | None = None
-        metrics.MESSAGES_IN.labels(metrics.topic_class(message.topic)).inc()
+        self._counted[metrics.topic_class(message.topic)] += 1
         try:
             route = contract.parse_inbound(message.topic)
             with self.store.savepoint():
@@ -504,7 +524,8 @@ class Gateway:
         return self._heard_from(route, message, now) + self._fix(courier_id, route.device or "gps", loc, now)
 
     def _fix(self, courier_id: str, device: str, loc: Location, now: datetime) -> list[Outgoing]:
-        """Store a fix; if it is the courier's newest, retain it and copy it into its active orders' state.
+        """Keep a fix, stored at the transaction's end with the others; if it is the courier's newest, it becomes
+        its location then (`_moves`: retained, and copied into its active orders' state).
 
         A fix more than gps.max_future_seconds ahead of the gateway's clock is refused (it would otherwise
         freeze the courier's location); one older than gps.max_age_seconds is kept in history only."""
@@ -515,19 +536,40 @@ class Gateway:
                 f"(more than gps.max_future_seconds, {gps.max_future_seconds})",
                 hint="Check the phone's clock: tst is the fix's time in UTC epoch seconds.",
             )
-        if not self.store.add_fix(courier_id, device, loc, now) or loc.tst < stamp - gps.max_age_seconds:
+        fix = Fix.model_construct(lat=loc.lat, lon=loc.lon, tst=loc.tst, acc=loc.acc, vel=loc.vel, cog=loc.cog,
+                                  batt=loc.batt)  # Location validated these
+        self._fixes.append((courier_id, device, loc, now))
+        if loc.tst < stamp - gps.max_age_seconds:
             return []
-        fix = Fix(lat=loc.lat, lon=loc.lon, tst=loc.tst, acc=loc.acc, vel=loc.vel, cog=loc.cog, batt=loc.batt)
+        moved = self._moved.get(courier_id)
         if courier_id not in self._newest:
-            self._newest[courier_id] = self.store.courier_fix(courier_id)
+            self._newest[courier_id] = moved[0] if moved is not None else self.store.courier_fix(courier_id)
         newest = self._newest[courier_id]
         # A newest fix from the future (stored before the gateway refused such fixes) does not hold the courier.
         if newest is not None and newest.tst <= stamp + gps.max_future_seconds and fix.tst <= newest.tst:
             return []
         self._newest[courier_id] = fix
-        located = CourierLocation(courier_id=courier_id, **fix.model_dump())
-        out = [Outgoing(contract.courier_topic(courier_id, "location"), located.model_dump_json().encode(), True)]
-        return out + self.dispatch.fix(courier_id, fix, newest, now)
+        self._moved[courier_id] = (fix, newest if moved is None else moved[1])
+        return []
+
+    def _moves(self, now: datetime) -> list[Outgoing]:
+        """Each courier that moved in this transaction, once, with its newest fix: its retained location, its speed,
+        and its active orders' distance, ETA, geofence and lateness (`Dispatcher.fix`). Under load a batch holds
+        several fixes of a courier; only the newest is its location. A failure is logged, not the batch's."""
+        out: list[Outgoing] = []
+        moved, self._moved = self._moved, {}
+        for courier_id, (fix, previous) in moved.items():
+            try:
+                with self.store.savepoint():
+                    located = CourierLocation(courier_id=courier_id, **fix.model_dump())
+                    out += [Outgoing(contract.courier_topic(courier_id, "location"),
+                                     located.model_dump_json().encode(), True),
+                            *self.dispatch.fix(courier_id, fix, previous, now)]
+            except Exception:
+                self._forget_couriers()
+                log.exception("internal error while applying a courier's newest fix",
+                              extra={"ctx": {"courier_id": courier_id, "tst": fix.tst}})
+        return out
 
     # ------------------------------------------------------------------ housekeeping, between batches
 

@@ -129,6 +129,7 @@ class Connection:
         self.closed = False
         self._loop = asyncio.get_running_loop()
         self._dirty = asyncio.Event()
+        self._outgoing: list[bytes] = []
         self._flusher = asyncio.create_task(self._flush())
         self.last_read = self._loop.time()
         self._grace = keepalive * 1.5  # [MQTT-3.1.2-24]
@@ -136,13 +137,23 @@ class Connection:
         self.timed_out = False
 
     def send(self, data: bytes) -> None:
+        """Queue bytes for the client; what is queued during one turn of the event loop is written at its end, in
+        one write (a commit's PUBACKs, a burst of deliveries), in order."""
         if self.closed:
             return
         if self._transport.is_closing():  # the peer is gone: writing would only make asyncio complain per packet
             self.close()
             return
-        self.writer.write(data)
-        self._dirty.set()
+        if not self._outgoing:
+            self._loop.call_soon(self._write)
+        self._outgoing.append(data)
+
+    def _write(self) -> None:
+        data = b"".join(self._outgoing)
+        self._outgoing.clear()
+        if not self.closed:
+            self.writer.write(data)
+            self._dirty.set()
 
     def deliver(self, message: Message, qos: int, retain: bool, dup: bool, packet_id: int | None) -> None:
         self.send(codec.encode_publish(message.topic, message.payload, qos, retain, dup, packet_id))

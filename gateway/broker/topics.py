@@ -14,20 +14,28 @@ def topic_matches(levels_filter: list[str], levels_topic: list[str]) -> bool:
     return len(levels_filter) == len(levels_topic)
 
 
+#: Most topics whose matches `SubscriptionIndex` remembers between changes of the subscriptions.
+MATCH_CACHE_SIZE = 10_000
+
+
 class SubscriptionIndex:
-    """Who is subscribed to what: exact filters by dict lookup, wildcard filters by scan."""
+    """Who is subscribed to what: exact filters by dict lookup, wildcard filters by scan. What a topic matched is
+    remembered until the subscriptions change (a courier's phone publishes on the same topic all day)."""
 
     def __init__(self) -> None:
         self._exact: dict[str, dict[str, int]] = {}
         self._wild: dict[str, tuple[list[str], dict[str, int]]] = {}
+        self._matched: dict[str, dict[str, int]] = {}
 
     def add(self, topic_filter: str, client_id: str, qos: int) -> None:
+        self._matched = {}
         if "+" in topic_filter or "#" in topic_filter:
             self._wild.setdefault(topic_filter, (topic_filter.split("/"), {}))[1][client_id] = qos
         else:
             self._exact.setdefault(topic_filter, {})[client_id] = qos
 
     def remove(self, topic_filter: str, client_id: str) -> None:
+        self._matched = {}
         subs = self._exact.get(topic_filter)
         if subs is None and topic_filter in self._wild:
             subs = self._wild[topic_filter][1]
@@ -38,7 +46,16 @@ class SubscriptionIndex:
                 self._wild.pop(topic_filter, None)
 
     def match(self, topic: str) -> dict[str, int]:
-        """client_id → the highest QoS among that client's matching subscriptions (one copy per client)."""
+        """client_id → the highest QoS among that client's matching subscriptions (one copy per client). The caller
+        must not change the dict."""
+        found = self._matched.get(topic)
+        if found is None:
+            if len(self._matched) >= MATCH_CACHE_SIZE:
+                self._matched = {}
+            found = self._matched[topic] = self._scan(topic)
+        return found
+
+    def _scan(self, topic: str) -> dict[str, int]:
         found = dict(self._exact.get(topic, ()))
         if self._wild:
             levels = topic.split("/")

@@ -16,6 +16,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from enum import StrEnum
+from functools import lru_cache
 
 from gateway.errors import UnknownTopic
 
@@ -215,6 +216,7 @@ class Route:
     errors_topic: str = ORDERSYS_ERRORS
 
 
+@lru_cache(maxsize=4096)  # a courier's phone publishes on the same few topics all day
 def parse_inbound(topic: str) -> Route:
     """Route an inbound topic, or raise UnknownTopic naming the topics that exist."""
     for pattern, declared in _ROUTES_BY_FIRST.get(topic.partition("/")[0], ()):
@@ -229,6 +231,7 @@ def parse_inbound(topic: str) -> Route:
 INBOUND_HINT = "Publish to " + ", ".join(t.pattern for t in TOPICS if t.kind is not None and not t.internal) + "."
 
 
+@lru_cache(maxsize=4096)
 def in_contract(topic: str) -> bool:
     """Does `topic` name a topic of the contract (in either direction)?"""
     return any(p.fullmatch(topic) for p in _ANY)

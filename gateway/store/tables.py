@@ -12,7 +12,7 @@ the HTTP side, the pages) read while the gateway writes.
                    newest fix, speed)                   set_courier_online, set_fix
     courier_shops  (courier, shop) it rides for         put_courier, unregister_courier
     devices        device (connection) of a courier     set_device, reset_connection_devices
-    gps_fixes      GPS fix received                     add_fix
+    gps_fixes      GPS fix received                     add_fixes
     dead_letters   inbound message refused              add_dead_letter
     outbox         outbound message not yet PUBACKed    enqueue, delete_outbox
     commands       operator command from the CLI        submit_command, finish_command
@@ -44,8 +44,8 @@ from __future__ import annotations
 import json
 import sqlite3
 import uuid
-from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager, contextmanager
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from functools import lru_cache
@@ -108,6 +108,23 @@ _RECORD_COLUMNS = ("order_json, status, progress, courier_id, location_json, cre
 @lru_cache(maxsize=256)  # a batch stamps many rows with the same few times
 def _iso(at: datetime) -> str:
     return at.astimezone(UTC).isoformat(timespec="milliseconds")
+
+
+class Savepoint:
+    """SAVEPOINT … RELEASE, rolled back to its start if the block raises (one per inbound message: kept light)."""
+
+    __slots__ = ("conn",)
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
+
+    def __enter__(self) -> None:
+        self.conn.execute("SAVEPOINT step")
+
+    def __exit__(self, kind: type[BaseException] | None, *_: object) -> None:
+        if kind is not None:
+            self.conn.execute("ROLLBACK TO step")
+        self.conn.execute("RELEASE step")
 
 
 @dataclass(frozen=True)
@@ -422,17 +439,9 @@ class Store(Tables):
         """BEGIN IMMEDIATE … COMMIT; rolls back if the block raises."""
         return sqlite.transaction(self.conn)
 
-    @contextmanager
-    def savepoint(self) -> Iterator[None]:
+    def savepoint(self) -> Savepoint:
         """A nested all-or-nothing step inside `transaction()`."""
-        self.conn.execute("SAVEPOINT step")
-        try:
-            yield
-        except BaseException:
-            self.conn.execute("ROLLBACK TO step")
-            self.conn.execute("RELEASE step")
-            raise
-        self.conn.execute("RELEASE step")
+        return Savepoint(self.conn)
 
     # ------------------------------------------------------------------ orders
 
@@ -635,15 +644,15 @@ class Store(Tables):
             (fix.model_dump_json(), fix.tst, speed.kmh, speed.samples, courier_id),
         )
 
-    def add_fix(self, courier_id: str, device: str, loc: Location, at: datetime) -> bool:
-        """Store one GPS fix; False if this device already sent a fix with that tst (a duplicate)."""
-        cur = self.conn.execute(
+    def add_fixes(self, fixes: list[tuple[str, str, Location, datetime]]) -> None:
+        """Store GPS fixes (courier, device, fix, received at) in one statement; a device's fix with a tst it already
+        sent is a duplicate, not stored again."""
+        self.conn.executemany(
             "INSERT OR IGNORE INTO gps_fixes (courier_id, device, lat, lon, tst, acc, alt, vel, cog, batt, tid, "
             "received_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (courier_id, device, loc.lat, loc.lon, loc.tst, loc.acc, loc.alt, loc.vel, loc.cog, loc.batt, loc.tid,
-             _iso(at)),
+            [(courier_id, device, loc.lat, loc.lon, loc.tst, loc.acc, loc.alt, loc.vel, loc.cog, loc.batt, loc.tid,
+              _iso(at)) for courier_id, device, loc, at in fixes],
         )
-        return cur.rowcount == 1
 
     # ------------------------------------------------------------------ the registry: shops and couriers
 
