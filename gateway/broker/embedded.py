@@ -121,6 +121,9 @@ class RateLimit:
 class Connection:
     """One client's network connection after CONNECT: reads packets, writes bytes, watches keep-alive."""
 
+    __slots__ = ("reader", "writer", "_transport", "closed", "_loop", "_outgoing", "_dirty", "_flusher", "_drained",
+                 "last_read", "_grace", "_timer", "timed_out")
+
     def __init__(self, reader: ReaderAdapter, writer: WriterAdapter, transport: asyncio.BaseTransport,
                  keepalive: int) -> None:
         self.reader = reader
@@ -128,9 +131,12 @@ class Connection:
         self._transport = transport
         self.closed = False
         self._loop = asyncio.get_running_loop()
-        self._dirty = asyncio.Event()
         self._outgoing: list[bytes] = []
-        self._flusher = asyncio.create_task(self._flush())
+        # A WebSocket sends what was written only when drained: one task per such connection does that. A TCP
+        # connection's transport sends as it can by itself, and needs no task (nor its memory).
+        self._dirty: asyncio.Event | None = None
+        self._flusher: asyncio.Task[None] | None = None
+        self._drained = isinstance(writer, StreamWriterAdapter)
         self.last_read = self._loop.time()
         self._grace = keepalive * 1.5  # [MQTT-3.1.2-24]
         self._timer = self._loop.call_later(self._grace, self._watchdog) if keepalive else None
@@ -151,18 +157,23 @@ class Connection:
     def _write(self) -> None:
         data = b"".join(self._outgoing)
         self._outgoing.clear()
-        if not self.closed:
-            self.writer.write(data)
+        if self.closed:
+            return
+        self.writer.write(data)
+        if not self._drained:
+            if self._dirty is None:
+                self._dirty = asyncio.Event()
+                self._flusher = asyncio.create_task(self._flush(self._dirty))
             self._dirty.set()
 
     def deliver(self, message: Message, qos: int, retain: bool, dup: bool, packet_id: int | None) -> None:
         self.send(codec.encode_publish(message.topic, message.payload, qos, retain, dup, packet_id))
 
-    async def _flush(self) -> None:
+    async def _flush(self, dirty: asyncio.Event) -> None:
         try:
             while not self.closed:
-                await self._dirty.wait()
-                self._dirty.clear()
+                await dirty.wait()
+                dirty.clear()
                 await self.writer.drain()
         except (ConnectionError, OSError, asyncio.CancelledError):
             pass
@@ -184,7 +195,8 @@ class Connection:
         self.closed = True
         if self._timer is not None:
             self._timer.cancel()
-        self._flusher.cancel()
+        if self._flusher is not None:
+            self._flusher.cancel()
         self._transport.abort()
 
     async def read_exactly(self, n: int) -> bytes:
@@ -262,9 +274,9 @@ class FieldgateBroker(Broker):
         abort = transport.abort
         peer = writer.get_peer_info()
         try:
-            _, incoming = await asyncio.wait_for(
+            incoming = (await asyncio.wait_for(
                 BrokerProtocolHandler.init_from_connect(reader, writer, self.plugins_manager), CONNECT_TIMEOUT
-            )
+            ))[1]
         except Exception as exc:  # amqtt raises AMQTTError/MQTTError/NoDataError, or the codec fails
             log.info("connection refused before CONNECT completed: %s", exc or type(exc).__name__,
                      extra={"ctx": {"peer": peer}})
@@ -284,6 +296,10 @@ class FieldgateBroker(Broker):
                     bool(incoming.will_retain))
         identity = self.auth.identify(incoming.username, incoming.password, listener_host=self._hosts[listener_name],
                                       peer_host=peer[0] if peer else None)
+        # What the connection needs of CONNECT, kept as plain values: amqtt's handler and session objects (queues,
+        # events, a state machine: about 30 KB a client) are not kept for the connection's lifetime.
+        keepalive, clean = incoming.keep_alive, bool(incoming.clean_session)
+        del incoming
         refusal = None
         if identity is None:
             refusal = (5, "not authorized: unknown user, wrong password, or anonymous where it is not allowed")
@@ -300,12 +316,12 @@ class FieldgateBroker(Broker):
             abort()
             return
         assert identity is not None
-        link = Connection(reader, writer, transport, incoming.keep_alive)
+        link = Connection(reader, writer, transport, keepalive)
         self.links.add(link)
-        session, present = self.engine.attach(client_id, bool(incoming.clean_session), will, link, identity,
+        session, present = self.engine.attach(client_id, clean, will, link, identity,
                                               LISTENER_LABELS.get(listener_name, listener_name))
         log.debug("client connected", extra={"ctx": {**ctx, "identity": str(identity),
-                                                     "clean": incoming.clean_session, "session_present": present}})
+                                                     "clean": clean, "session_present": present}})
         self.engine.connack(session, present)
         graceful = False
         try:
@@ -318,7 +334,7 @@ class FieldgateBroker(Broker):
             log.debug("connection ended: %r", exc, extra={"ctx": ctx})
         finally:
             if link.timed_out:
-                log.info("keep-alive expired", extra={"ctx": {**ctx, "keepalive": incoming.keep_alive}})
+                log.info("keep-alive expired", extra={"ctx": {**ctx, "keepalive": keepalive}})
             self.links.discard(link)
             if session.link is link:
                 self.engine.detach(session, graceful=graceful, how="timeout" if link.timed_out else None)

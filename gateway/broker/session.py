@@ -55,7 +55,7 @@ class Delivery:
     sent_at: float = 0.0
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class Session:
     client_id: str
     clean: bool
