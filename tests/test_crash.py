@@ -112,9 +112,18 @@ def test_nothing_acknowledged_is_lost_across_sigkills_under_load(spawn, peers):
     audit = peers(gw.port, "audit", clean_session=False)
     phone = peers(gw.port, "phones", clean_session=False)
 
-    def audit_has_all() -> bool:
-        seen = {m.json().get("order_id") for m in audit.messages if m.topic == "orders/in"}
-        tst = {m.json().get("tst") for m in audit.messages if m.topic.endswith("/gps")}
+    seen: set[str] = set()
+    tst: set[int] = set()
+    read = 0
+
+    def audit_has_all() -> bool:  # re-checked on every message, under the peer's lock: reads only the new ones
+        nonlocal read
+        for m in audit.messages[read:]:
+            if m.topic == "orders/in":
+                seen.add(m.json().get("order_id"))
+            else:
+                tst.add(m.json().get("tst"))
+        read = len(audit.messages)
         return orders <= seen and fixes <= tst
 
     print("final start", flush=True)

@@ -45,7 +45,7 @@ class GroupCommit:
         self._committing = False
         self._wake = asyncio.Event()
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="fieldgate-broker-db")
-        self._stats = {"count": 0, "seconds": 0.0, "callbacks": 0}
+        self._stats = {"count": 0, "seconds": 0.0, "callbacks": 0, "max_seconds": 0.0, "max_inbound": 0}
 
     async def load(self) -> Snapshot:
         """broker.db as it is, read on the writer thread (at start)."""
@@ -107,6 +107,8 @@ class GroupCommit:
                 self._stats["count"] += 1
                 self._stats["seconds"] += took
                 self._stats["callbacks"] += acks
+                self._stats["max_seconds"] = max(self._stats["max_seconds"], took)
+                self._stats["max_inbound"] = max(self._stats["max_inbound"], self.applying)
                 return published
             except Exception:
                 log.exception("broker commit failed; retrying in 1 s (nothing is acknowledged)")
@@ -116,7 +118,8 @@ class GroupCommit:
         n, stats = self._stats["count"], self._stats
         log.info("broker group commits", extra={"ctx": {
             "commits": n, "avg_ms": round(1000 * stats["seconds"] / n, 2) if n else 0,
-            "avg_acks_per_commit": round(stats["callbacks"] / n, 1) if n else 0}})
+            "avg_acks_per_commit": round(stats["callbacks"] / n, 1) if n else 0,
+            "max_ms": round(1000 * stats["max_seconds"], 1), "most_applied": stats["max_inbound"]}})
 
     def close(self) -> None:
         self._writer.shutdown(wait=True)
