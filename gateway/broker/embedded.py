@@ -31,6 +31,10 @@ What `FieldgateBroker` replaces, each behaviour of amqtt 0.12.1 named with where
   anonymous clients (loopback only) keep persistent sessions like anyone else.
 - The listener's `max_connections` made extra clients *wait* for a slot → `broker.max_connections`
   refuses them with CONNACK 3 (server unavailable).
+- `BrokerProtocolHandler.init_from_connect` builds a protocol handler and an amqtt `Session` per
+  client (asyncio queues and events, a `transitions` state machine: about 30 KB) → fieldgate reads
+  the CONNECT fields from them and keeps neither for the connection's lifetime
+  (`FieldgateBroker._connection`; 10,000 idle clients take 180 MB instead of 500).
 """
 
 from __future__ import annotations
@@ -121,8 +125,8 @@ class RateLimit:
 class Connection:
     """One client's network connection after CONNECT: reads packets, writes bytes, watches keep-alive."""
 
-    __slots__ = ("reader", "writer", "_transport", "closed", "_loop", "_outgoing", "_dirty", "_flusher", "_drained",
-                 "last_read", "_grace", "_timer", "timed_out")
+    __slots__ = ("_dirty", "_drained", "_flusher", "_grace", "_loop", "_outgoing", "_timer", "_transport", "closed",
+                 "last_read", "reader", "timed_out", "writer")
 
     def __init__(self, reader: ReaderAdapter, writer: WriterAdapter, transport: asyncio.BaseTransport,
                  keepalive: int) -> None:
