@@ -219,6 +219,7 @@ class Store(Tables):
 
     def __init__(self, path: Path, *, synchronous: str = "FULL", create: bool = True) -> None:
         super().__init__(path, synchronous=synchronous, create=create)
+        self._savepoint = Savepoint(self.conn)  # it holds nothing but the connection: one serves every message
 
     # ------------------------------------------------------------------ schema
 
@@ -441,7 +442,7 @@ class Store(Tables):
 
     def savepoint(self) -> Savepoint:
         """A nested all-or-nothing step inside `transaction()`."""
-        return Savepoint(self.conn)
+        return self._savepoint
 
     # ------------------------------------------------------------------ orders
 
