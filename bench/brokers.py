@@ -117,8 +117,8 @@ def start(name: str, workdir: Path, *, fieldgate_config: str = "") -> Running | 
         data_dir = workdir / "data"
         config = workdir / "broker.yaml"
         config.write_text(fieldgate_config or "{}\n")
-        cmd = [sys.executable, "-m", "cli.main", "serve", "--port", str(port), "--data-dir", str(data_dir),
-               "--config", str(config)]
+        cmd = [sys.executable, "-m", "cli.main", "serve", "--port", str(port), "--http-port", "0", "--data-dir",
+               str(data_dir), "--config", str(config)]
     elif name == "amqtt":
         cmd = [sys.executable, "-c", STOCK_AMQTT, str(port)]
     else:

@@ -38,7 +38,7 @@ def fill(data: Path, queued: int, retained: int, sessions: int) -> None:
         batch.subscriptions[(f"bench-{s}", f"bench/{s}/#")] = 1
     for i in range(queued):
         batch.messages.append((i + 1, f"bench/{i % sessions}/gps", payload, 1))
-        batch.queued.append((i + 1, f"bench-{i % sessions}", i + 1, 1))
+        batch.queued.append((i + 1, f"bench-{i % sessions}", i + 1, 1, len(payload)))
     for i in range(retained):
         batch.retained[f"orders/R{i:06d}/state"] = (payload, 1)
     store.apply(batch)
@@ -55,8 +55,8 @@ def run(queued: int, retained: int, sessions: int) -> dict[str, float]:
         config.write_text("broker:\n  max_queued_messages: 0\n  max_queued_bytes: 0\n")
         t0 = time.perf_counter()
         proc = subprocess.Popen(
-            [sys.executable, "-m", "cli.main", "serve", "--port", "0", "--data-dir", str(data), "--config",
-             str(config)], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+            [sys.executable, "-m", "cli.main", "serve", "--port", "0", "--http-port", "0", "--data-dir", str(data),
+             "--config", str(config)], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         port = 0
         assert proc.stdout is not None
         for line in proc.stdout:

@@ -430,6 +430,93 @@ async def test_connecting_with_a_clean_session_discards_what_was_queued_for_the_
     assert broker.rows("SELECT * FROM subscriptions") == []
 
 
+# ---------------------------------------------------------------- what was queued before a restart
+
+
+@scenario()
+async def test_after_a_restart_a_sessions_queue_is_read_when_its_client_is_back_oldest_first(broker: Broker) -> None:
+    await fill_an_offline_queue(broker, 3)
+    await broker.restart()
+    reader = broker.engine.sessions["reader"]
+    assert (reader.shelved, len(reader.queue), reader.pending(), reader.pending_bytes) == (3, 0, 3, 3)
+    (await broker.connect("writer", clean=True)).publish("t/x", b"after")
+    assert (reader.shelved, len(reader.queue)) == (3, 1)  # the new one waits in memory behind the shelf
+
+    back = await broker.connect("reader")
+    assert back.present is True and reader.shelved == 0
+    assert back.link.payloads() == [b"0", b"1", b"2", b"after"]
+    for d in back.link.published:
+        back.ack(PUBACK, d.packet_id)
+    await broker.committed()
+    assert broker.rows("SELECT * FROM queue") == broker.rows("SELECT * FROM messages") == []
+
+
+@scenario()
+async def test_a_message_two_sessions_wait_for_stays_until_the_second_has_it_after_a_restart(broker: Broker) -> None:
+    for client_id in ("a", "b"):
+        (await broker.connect(client_id, subscribe=("t/x",))).disconnect()
+    (await broker.connect("writer", clean=True)).publish("t/x", b"shared")
+    await broker.committed()
+    await broker.restart()
+
+    a = await broker.connect("a")
+    a.ack(PUBACK, a.link.published[0].packet_id)
+    await broker.committed()
+    assert broker.rows("SELECT payload FROM messages") == [(b"shared",)]  # b's row, unread, still points at it
+    b = await broker.connect("b")
+    assert b.link.payloads() == [b"shared"]
+    b.ack(PUBACK, b.link.published[0].packet_id)
+    await broker.committed()
+    assert broker.rows("SELECT * FROM messages") == []
+
+
+@scenario(session_expiry_seconds=60)
+async def test_a_session_forgotten_before_its_queue_was_read_leaves_no_rows_but_what_others_need(
+        broker: Broker) -> None:
+    (await broker.connect("gone", subscribe=("t/x",))).disconnect()
+    broker.clock.advance(30)  # "gone" left 30 s before the others
+    for client_id in ("wiped", "kept"):
+        (await broker.connect(client_id, subscribe=("t/x",))).disconnect()
+    (await broker.connect("writer", clean=True)).publish("t/x", b"m")
+    await broker.committed()
+    await broker.restart()
+
+    await broker.connect("wiped", clean=True)  # a clean start discards the session and its shelf
+    broker.clock.advance(31)
+    broker.engine._tick()  # "gone" expires, unread
+    await broker.committed()
+    assert broker.rows("SELECT client_id FROM queue") == [("kept",)]
+    assert broker.rows("SELECT payload FROM messages") == [(b"m",)]
+    assert (await broker.connect("kept")).link.payloads() == [b"m"]
+
+
+@scenario(max_queued_messages=3, queue_full_policy="drop_oldest")
+async def test_after_a_restart_the_oldest_dropped_from_a_full_queue_are_the_ones_on_its_shelf(broker: Broker) -> None:
+    await fill_an_offline_queue(broker, 3)
+    await broker.restart()
+    writer = await broker.connect("writer", clean=True)
+    writer.publish("t/x", b"3")
+    writer.publish("t/x", b"4")
+    await broker.committed()
+    assert broker.engine.sessions["reader"].dropped == 2
+    assert broker.rows("SELECT m.payload FROM queue q JOIN messages m ON m.id = q.message_id ORDER BY q.id") == [
+        (b"2",), (b"3",), (b"4",)]
+    assert (await broker.connect("reader")).link.payloads() == [b"2", b"3", b"4"]
+
+
+@scenario(max_queued_bytes=10)
+async def test_after_a_restart_the_byte_bound_counts_what_is_on_the_shelf(broker: Broker) -> None:
+    _, writer = await fill_an_offline_queue(broker, 0)
+    writer.publish("t/x", b"12345")
+    writer.publish("t/x", b"12345")
+    await broker.committed()
+    await broker.restart()
+    (await broker.connect("writer", clean=True)).publish("t/x", b"12345")
+    await broker.committed()
+    assert broker.engine.sessions["reader"].dropped == 1
+    assert (await broker.connect("reader")).link.payloads() == [b"12345", b"12345"]
+
+
 @scenario()
 async def test_a_will_is_published_when_the_connection_drops_but_not_after_a_disconnect(broker: Broker) -> None:
     watcher = await broker.connect("watcher", subscribe=("wills/#",))

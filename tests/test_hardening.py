@@ -555,6 +555,12 @@ def test_files_of_the_previous_version_are_upgraded_in_place_and_readers_wait_fo
             last_seen FLOAT NOT NULL, will_topic TEXT, will_payload BLOB, will_qos INTEGER, will_retain INTEGER,
             dropped INTEGER DEFAULT 0, denied INTEGER DEFAULT 0);
         INSERT INTO sessions (client_id, clean, connected, last_seen) VALUES ('phone', 0, 0, 1.0);
+        CREATE TABLE messages (id INTEGER PRIMARY KEY, topic TEXT NOT NULL, payload BLOB NOT NULL,
+            qos INTEGER NOT NULL);
+        INSERT INTO messages VALUES (7, 'couriers/c7/tasks', X'7B7D0A', 1);
+        CREATE TABLE queue (id INTEGER PRIMARY KEY, client_id TEXT NOT NULL, message_id INTEGER NOT NULL,
+            qos INTEGER NOT NULL, sent INTEGER DEFAULT 0, packet_id INTEGER);
+        INSERT INTO queue (id, client_id, message_id, qos) VALUES (1, 'phone', 7, 1);
     """)
     broker.close()
     done = fieldgate("orders", "list", "--data-dir", str(data))
@@ -565,4 +571,7 @@ def test_files_of_the_previous_version_are_upgraded_in_place_and_readers_wait_fo
     listed = rows(fieldgate("orders", "list", "--json", "--data-dir", str(data)).stdout)
     assert [r["order_id"] for r in listed] == ["OLD"]
     [phone] = rows(fieldgate("sessions", "--json", "--data-dir", str(data)).stdout)
-    assert phone["client_id"] == "phone" and phone["off_contract"] == 0
+    assert phone["client_id"] == "phone" and phone["off_contract"] == 0 and phone["queued"] == 1
+    upgraded = sqlite3.connect(data / "broker.db")
+    assert upgraded.execute("SELECT size FROM queue").fetchall() == [(3,)]  # schema 3 keeps each payload's size
+    upgraded.close()

@@ -27,6 +27,7 @@ persistent session) are only sent after the state they promise is committed.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import time
 from collections.abc import Callable
@@ -82,6 +83,7 @@ class Engine:
         self._tasks: list[asyncio.Task[None]] = []
         self._next_message_id = 1
         self._next_queue_id = 1
+        self._shelf_end = 1  # queue rows below this id were in broker.db at start: each session's shelf
 
     # ------------------------------------------------------------------ start and stop
 
@@ -90,6 +92,7 @@ class Engine:
         started = time.monotonic()
         snap = await self.commit.load()
         self._next_message_id, self._next_queue_id = snap.next_message_id, snap.next_queue_id
+        self._shelf_end = snap.next_queue_id
         cut: list[SessionRow] = []
         for row in snap.sessions:
             if row.connected:  # connected until the crash, whenever that was: away from now on
@@ -105,17 +108,13 @@ class Engine:
             if (s := self.sessions.get(client_id)) is not None:
                 s.subscriptions[topic_filter] = qos
                 self.index.add(topic_filter, client_id, qos)
-        messages: dict[int, Message] = {}
-        for qid, client_id, mid, qos, phase, pid, topic, payload, mqos in snap.queued:
-            s = self.sessions.get(client_id)
-            if s is None:
-                continue
-            msg = messages.get(mid) or messages.setdefault(mid, Message(topic, payload, mqos, id=mid))
-            msg.refs += 1
-            s.queue.append(Delivery(msg, qos, queue_id=qid, dup=phase > 0, phase=phase, packet_id=pid or 0))
-            if pid:
-                s.packet_ids.add(pid)
-            s.pending_bytes += len(payload)
+        queued = 0
+        for client_id, count, size in snap.shelves:
+            if (s := self.sessions.get(client_id)) is not None:
+                s.shelved, s.pending_bytes = count, size
+                queued += count
+            else:  # a clean session's, deleted above
+                self.commit.batch.cleared.append((client_id, self._shelf_end))
         for topic, payload, qos in snap.retained:
             self.retained[topic] = Message(topic, payload, qos)
         self._tasks = [asyncio.create_task(self.commit.run()), asyncio.create_task(self._housekeeping())]
@@ -130,7 +129,7 @@ class Engine:
                 self.publish(*row.will)
         await self.flush()
         log.info("broker state loaded", extra={"ctx": {
-            "sessions": len(self.sessions), "queued": len(snap.queued), "retained": len(self.retained),
+            "sessions": len(self.sessions), "queued": queued, "retained": len(self.retained),
             "seconds": round(time.monotonic() - started, 3)}})
 
     async def stop(self) -> None:
@@ -222,6 +221,7 @@ class Engine:
             present = False
         else:
             s, present = old, True
+            self._unshelve(s)
         s.link, s.will, s.ready, s.last_seen, s.identity = link, will, False, self.clock(), identity
         s.listener = listener
         # A bridge's session is the gateway itself: what it has not applied yet was already acknowledged to
@@ -348,8 +348,24 @@ class Engine:
             log.info("publishing will", extra={"ctx": {"client_id": s.client_id, "topic": will[0]}})
             self.publish(*will, origin=Origin(s.client_id, s.identity))
 
+    def _unshelve(self, s: Session) -> None:
+        """Read what was queued for `s` before the start from broker.db, ahead of what was queued since (its client
+        is back, or a bound drops its oldest). One read on the loop, of one session's rows."""
+        if not s.shelved:
+            return
+        shelf = [Delivery(Message(topic, payload, mqos, id=mid, refs=1), qos, queue_id=qid, dup=phase > 0,
+                          phase=phase, packet_id=pid or 0)
+                 for qid, mid, qos, phase, pid, topic, payload, mqos in self.store.shelf(s.client_id, self._shelf_end)]
+        s.queue.extendleft(reversed(shelf))
+        s.packet_ids.update(d.packet_id for d in shelf if d.packet_id)
+        s.shelved = 0
+        log.debug("queued messages read", extra={"ctx": {"client_id": s.client_id, "count": len(shelf)}})
+
     def _discard(self, s: Session) -> None:
         """Forget a session and everything queued for it."""
+        if s.shelved:  # deleted unread
+            self.commit.batch.cleared.append((s.client_id, self._shelf_end))
+            s.shelved = 0
         for d in (*s.inflight.values(), *s.queue):
             self._release(s, d)
         s.inflight.clear()
@@ -404,7 +420,7 @@ class Engine:
             d.queue_id = self._next_queue_id
             self._next_queue_id += 1
             msg.refs += 1
-            self.commit.batch.queued.append((d.queue_id, s.client_id, msg.id, qos))
+            self.commit.batch.queued.append((d.queue_id, s.client_id, msg.id, qos, len(msg.payload)))
             self.commit.changed()
         s.queue.append(d)
         s.pending_bytes += len(msg.payload)
@@ -432,7 +448,8 @@ class Engine:
         """Apply the queue bounds to bounded sessions, by queue_full_policy; counted and logged, never silent."""
         if not s.bounded or not self._full(s, size):
             return True
-        if self.settings.queue_full_policy == "drop_oldest" and s.queue:
+        if self.settings.queue_full_policy == "drop_oldest" and (s.queue or s.shelved):
+            self._unshelve(s)  # the oldest are on its shelf
             while s.queue and self._full(s, size):
                 dropped = s.queue.popleft()
                 s.pending_bytes -= len(dropped.message.payload)
@@ -589,8 +606,10 @@ class Engine:
         else:
             flevels = topic_filter.split("/")
             skip_dollar = flevels[0] in ("+", "#")
-            found = [m for t, m in self.retained.items()
-                     if not (skip_dollar and t.startswith("$")) and topic_matches(flevels, t.split("/"))]
+            literal = "/".join(itertools.takewhile(lambda level: level not in ("+", "#"), flevels))
+            found = [m for t, m in self.retained.items()  # a cheap look at the literal start first: 100k topics
+                     if t.startswith(literal) and not (skip_dollar and t.startswith("$"))
+                     and topic_matches(flevels, t.split("/"))]
         for retained in found:
             self._offer(s, Message(retained.topic, retained.payload, retained.qos), min(qos, retained.qos),
                         retain=True)

@@ -1,5 +1,6 @@
 """One client's session in the embedded broker, as the engine keeps it in memory: its subscriptions, its queue
 and in-flight window, its packet ids; the messages and deliveries it holds; and the `Link` to its connection.
+What was queued for it before the broker started stays in broker.db (`shelved`) until it is needed.
 
 Plain data: the engine (`gateway.broker.engine`) is what changes it, on the broker's event loop.
 """
@@ -72,7 +73,10 @@ class Session:
     bounded: bool = True  # subject to max_queued_messages / max_queued_bytes; set at attach
     will: tuple[str, bytes, int, bool] | None = None
     last_seen: float = 0.0
-    pending_bytes: int = 0
+    pending_bytes: int = 0  # of every delivery queued, in flight or shelved
+    #: Queued rows in broker.db from before the start, not read yet: they come before everything in `queue`, and
+    #: are read when first needed (`Engine._unshelve`).
+    shelved: int = 0
     dropped: int = 0
     denied: int = 0
     off_contract: int = 0  # publishes to topics outside the topic contract
@@ -87,7 +91,7 @@ class Session:
         return not self.clean
 
     def pending(self) -> int:
-        return len(self.queue) + len(self.inflight)
+        return len(self.queue) + len(self.inflight) + self.shelved
 
     def next_packet_id(self) -> int:
         for _ in range(65535):

@@ -4,8 +4,10 @@
     sessions       client session (persistent ones, and any         connect, disconnect, expiry
                    connected client with a will)
     subscriptions  (client, topic filter) of a persistent session   SUBSCRIBE / UNSUBSCRIBE
-    messages       QoS>0 message some persistent session must get   PUBLISH (before its PUBACK)
+    messages       QoS>0 message some persistent session must get   PUBLISH (before its PUBACK); deleted
+                                                                    once no queue row points at it
     queue          (client, message) not yet PUBACKed by the client PUBLISH; deleted on the client's PUBACK
+                   (with the payload's size, for the queue bounds)
     retained       retained message per topic                       PUBLISH with retain
     meta           schema version
 
@@ -14,6 +16,11 @@ All writes arrive as one `Batch` per group commit from the broker's event loop
 worker writes the batch on fieldgate.db's connection, with broker.db attached, in the same
 transaction as the gateway's handling of the batch's inbound messages (`gateway.bridge.local`);
 otherwise `BrokerStore.apply` writes it alone on the engine's writer thread.
+
+At start only what every session needs at once is read (`BrokerStore.load`): sessions,
+subscriptions, retained messages, and each session's queue as a count and a size. A session's
+queued rows are read when the engine first needs them (`BrokerStore.shelf`: its client is back, or
+a bound drops its oldest), so a restart with a million queued messages is ready in about a second.
 """
 
 from __future__ import annotations
@@ -27,7 +34,7 @@ from gateway.core.acl import Identity
 from gateway.store import sqlite
 
 DB_NAME = "broker.db"
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 
 @dataclass
@@ -47,10 +54,14 @@ class Batch:
     """Everything one group commit writes. Ids are assigned by the engine before the commit."""
 
     messages: list[tuple[int, str, bytes, int]] = field(default_factory=list)  # id, topic, payload, qos
-    queued: list[tuple[int, str, int, int]] = field(default_factory=list)  # id, client_id, message_id, qos
+    queued: list[tuple[int, str, int, int, int]] = field(default_factory=list)  # id, client_id, message_id, qos,
+    # payload size
     sent: list[tuple[int, int, int]] = field(default_factory=list)  # (phase, packet id, queue id) sent
     acked: list[int] = field(default_factory=list)  # queue ids done with (PUBACKed or dropped)
-    dead_messages: list[int] = field(default_factory=list)  # message ids no queue row needs any more
+    #: message ids no queue row in memory needs any more (deleted unless a row not read yet still points at one)
+    dead_messages: list[int] = field(default_factory=list)
+    #: (client, id): delete the client's queue rows below that id, never read since the start (its session is gone)
+    cleared: list[tuple[str, int]] = field(default_factory=list)
     retained: dict[str, tuple[bytes, int] | None] = field(default_factory=dict)  # None deletes
     sessions: dict[str, SessionRow | None] = field(default_factory=dict)  # None deletes the session row
     subscriptions: dict[tuple[str, str], int | None] = field(default_factory=dict)  # (client, filter) → qos/None
@@ -61,8 +72,8 @@ class Batch:
 
     def __bool__(self) -> bool:
         return any(
-            (self.messages, self.queued, self.sent, self.acked, self.dead_messages, self.retained, self.sessions,
-             self.subscriptions, self.inbound, self.published)
+            (self.messages, self.queued, self.sent, self.acked, self.dead_messages, self.cleared, self.retained,
+             self.sessions, self.subscriptions, self.inbound, self.published)
         )
 
 
@@ -72,9 +83,7 @@ class Snapshot:
 
     sessions: list[SessionRow]
     subscriptions: list[tuple[str, str, int]]
-    #: queue id, client, message id, qos, phase sent (0 not yet, 1 PUBLISH, 2 PUBREL), packet id, topic, payload,
-    #: message qos
-    queued: list[tuple[int, str, int, int, int, int | None, str, bytes, int]]
+    shelves: list[tuple[str, int, int]]  # client, queued rows, their payloads' bytes (the rows are read later)
     retained: list[tuple[str, bytes, int]]
     next_message_id: int
     next_queue_id: int
@@ -115,10 +124,17 @@ def write(conn: sqlite3.Connection, batch: Batch, schema: str = "main") -> None:
         else:
             c.execute(f"INSERT OR REPLACE INTO {db}.subscriptions VALUES (?, ?, ?)", (client_id, topic_filter, qos))
     c.executemany(f"INSERT INTO {db}.messages (id, topic, payload, qos) VALUES (?, ?, ?, ?)", batch.messages)
-    c.executemany(f"INSERT INTO {db}.queue (id, client_id, message_id, qos) VALUES (?, ?, ?, ?)", batch.queued)
+    c.executemany(f"INSERT INTO {db}.queue (id, client_id, message_id, qos, size) VALUES (?, ?, ?, ?, ?)",
+                  batch.queued)
     c.executemany(f"UPDATE {db}.queue SET sent = ?, packet_id = ? WHERE id = ?", batch.sent)
     c.executemany(f"DELETE FROM {db}.queue WHERE id = ?", ((i,) for i in batch.acked))
-    c.executemany(f"DELETE FROM {db}.messages WHERE id = ?", ((i,) for i in batch.dead_messages))
+    dead = list(batch.dead_messages)
+    for client_id, below in batch.cleared:
+        cleared = c.execute(f"DELETE FROM {db}.queue WHERE client_id = ? AND id < ? RETURNING message_id",
+                            (client_id, below))
+        dead += (message_id for (message_id,) in cleared.fetchall())
+    c.executemany(f"DELETE FROM {db}.messages WHERE id = ? AND NOT EXISTS "
+                  f"(SELECT 1 FROM {db}.queue WHERE message_id = ?)", ((i, i) for i in dead))
     for topic, value in batch.retained.items():
         if value is None:
             c.execute(f"DELETE FROM {db}.retained WHERE topic = ?", (topic,))
@@ -156,10 +172,16 @@ class BrokerStore(sqlite.SqliteFile):
             if_not_exists=True,
         )
         db["queue"].create(
-            {"id": int, "client_id": str, "message_id": int, "qos": int, "sent": int, "packet_id": int},
+            {"id": int, "client_id": str, "message_id": int, "qos": int, "sent": int, "packet_id": int, "size": int},
             pk="id", not_null={"client_id", "message_id", "qos"}, defaults={"sent": 0}, if_not_exists=True,
         )
-        db["queue"].create_index(["client_id", "id"], if_not_exists=True)
+        if "size" not in db["queue"].columns_dict:  # schema 2: the size is the message's payload's
+            sqlite.add_missing_columns(db, "queue", {"size": ("INTEGER", 0)})
+            self.conn.execute("UPDATE queue SET size = (SELECT LENGTH(payload) FROM messages WHERE id = message_id)")
+        # One client's rows in order, and each client's count and size at start without reading the table.
+        db["queue"].create_index(["client_id", "id", "size"], if_not_exists=True)
+        self.conn.execute("DROP INDEX IF EXISTS idx_queue_client_id_id")  # schema 2's, without the size
+        db["queue"].create_index(["message_id"], if_not_exists=True)  # is a message still needed?
         db["retained"].create(
             {"topic": str, "payload": bytes, "qos": int}, pk="topic", not_null={"payload", "qos"}, if_not_exists=True,
         )
@@ -184,21 +206,29 @@ class BrokerStore(sqlite.SqliteFile):
                 "dropped, denied, off_contract FROM sessions"
             )
         ]
-        queued = [
-            (qid, cid, mid, qos, sent or 0, pid, topic, bytes(payload), mqos)
-            for qid, cid, mid, qos, sent, pid, topic, payload, mqos in c.execute(
-                "SELECT q.id, q.client_id, q.message_id, q.qos, q.sent, q.packet_id, m.topic, m.payload, m.qos "
-                "FROM queue q JOIN messages m ON m.id = q.message_id ORDER BY q.id"
-            )
-        ]
         return Snapshot(
             sessions=sessions,
             subscriptions=list(c.execute("SELECT client_id, filter, qos FROM subscriptions")),
-            queued=queued,
+            shelves=list(c.execute("SELECT client_id, COUNT(*), COALESCE(SUM(size), 0) FROM queue GROUP BY client_id")),
             retained=[(t, bytes(p), q) for t, p, q in c.execute("SELECT topic, payload, qos FROM retained")],
             next_message_id=(c.execute("SELECT MAX(id) FROM messages").fetchone()[0] or 0) + 1,
             next_queue_id=(c.execute("SELECT MAX(id) FROM queue").fetchone()[0] or 0) + 1,
         )
+
+    def shelf(self, client_id: str, below: int) -> list[tuple[int, int, int, int, int | None, str, bytes, int]]:
+        """One client's queued rows with ids below `below`, oldest first: queue id, message id, qos, phase sent (0 not
+        yet, 1 PUBLISH, 2 PUBREL), packet id, topic, payload, message qos. Read on a connection of its own (from the
+        engine's loop, while its writer commits): these rows were committed before the engine started and nothing
+        changes them until they are read."""
+        conn = sqlite.connect(self.path, readonly=True)
+        try:
+            return [(qid, mid, qos, sent or 0, pid, topic, bytes(payload), mqos)
+                    for qid, mid, qos, sent, pid, topic, payload, mqos in conn.execute(
+                        "SELECT q.id, q.message_id, q.qos, q.sent, q.packet_id, m.topic, m.payload, m.qos "
+                        "FROM queue q JOIN messages m ON m.id = q.message_id WHERE q.client_id = ? AND q.id < ? "
+                        "ORDER BY q.id", (client_id, below))]
+        finally:
+            conn.close()
 
     # ------------------------------------------------------------------ operators
 
