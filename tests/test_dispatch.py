@@ -11,8 +11,10 @@ from typing import Any
 import pytest
 from conftest import GatewayProcess, Peer, fieldgate, launch, order
 
+from gateway.bridge.service import Gateway, Inbound
+from gateway.config import Settings
 from gateway.core.geo import offset
-from gateway.core.models import Courier, Shop
+from gateway.core.models import Courier, CourierOrder, CourierOrders, Shop
 from gateway.store.queries import Queries
 from gateway.store.tables import Store, db_path
 
@@ -291,6 +293,34 @@ def test_a_couriers_active_orders_are_retained_for_a_reconnecting_phone(gw, peer
     terminal.publish(f"couriers/{courier}/status", {"order_id": wanted[0], "status": "delivered"})
     [left] = phone.wait_for(f"couriers/{courier}/orders", lambda m: len(m["orders"]) == 1)
     assert left["orders"][0]["order_id"] == wanted[1]
+
+
+def test_the_active_order_list_is_written_byte_for_byte_as_its_model_would_be(tmp_path):
+    """The list is rebuilt for every batch that touched the courier, so it is written without the models: the same
+    bytes as CourierOrders' JSON, windows in any zone or none, with an ETA or none, any characters in the address."""
+    clock = 1_800_000_000.25
+    gateway = Gateway(Store(tmp_path / "fieldgate.db"), Settings(), clock=lambda: clock)
+
+    def send(topic: str, payload: dict[str, Any]) -> None:
+        gateway.handle_batch([Inbound(topic, json.dumps(payload).encode())])
+
+    send("orders/in", order(order_id="A1"))  # its window at +08:00
+    send("orders/in", order(order_id="A2", window=None, address={"text": 'Jade "Tower" 玉楼 \\ 3F\n\x01'}))
+    send("orders/in", order(order_id="A3", window={"start": "2026-11-22T01:00:00Z", "end": "2026-11-22T03:30:00.5Z"}))
+    send("orders/in", order(order_id="A4"))
+    for oid in ("A1", "A3"):
+        send("couriers/c7/status", {"order_id": oid, "status": "picked_up"})
+    send("couriers/c7/status", {"order_id": "A4", "status": "delivered"})
+    lat, lon = offset(*SHOP, -3000, 0)
+    send("couriers/c7/gps", {"_type": "location", "lat": lat, "lon": lon, "tst": int(clock) - 5})
+    now = datetime.fromtimestamp(clock + 0.000123, UTC)
+    records = sorted(gateway.store.active_orders_of("c7"), key=lambda r: r.order_id)
+    expected = CourierOrders(courier_id="c7", at=now, orders=[
+        CourierOrder(order_id=r.order_id, status=r.status, address=r.order.address.text, window=r.order.window,
+                     eta_seconds=r.tracking.eta_seconds, eta_at=r.tracking.eta_at) for r in records])
+    assert [(o.order_id, o.window is None, o.eta_at is None) for o in expected.orders] == [
+        ("A1", False, False), ("A2", True, True), ("A3", False, False)]
+    assert gateway.dispatch.courier_orders("c7", now).payload == expected.model_dump_json().encode()
 
 
 # ---------------------------------------------------------------- 4. exceptions and reassignment

@@ -147,11 +147,22 @@ def split(packet: bytes) -> tuple[int, bytes]:
     return packet[0], packet[pos + 1 :]
 
 
-def encode_publish(topic: str, payload: bytes, qos: int, retain: bool, dup: bool, packet_id: int | None) -> bytes:
+def publish_head(topic: str, size: int, qos: int, retain: bool, dup: bool) -> bytes:
+    """A PUBLISH up to its packet id: the fixed header and the topic name. What follows is the packet id (QoS 1 and
+    2, `encode_packet_id`) and the `size` bytes of payload; a message fanned out to many subscribers has one head."""
     name = topic.encode("utf-8")
-    head = 0x30 | (0x08 if dup else 0) | (qos << 1) | (0x01 if retain else 0)
-    variable = _H.pack(len(name)) + name + (_H.pack(packet_id) if qos and packet_id else b"")
-    return bytes((head,)) + remaining_length(len(variable) + len(payload)) + variable + payload
+    first = 0x30 | (0x08 if dup else 0) | (qos << 1) | (0x01 if retain else 0)
+    return bytes((first,)) + remaining_length(2 + len(name) + (2 if qos else 0) + size) + _H.pack(len(name)) + name
+
+
+def encode_packet_id(packet_id: int) -> bytes:
+    return _H.pack(packet_id)
+
+
+def encode_publish(topic: str, payload: bytes, qos: int, retain: bool, dup: bool, packet_id: int | None) -> bytes:
+    """A whole PUBLISH; `packet_id` is required for QoS 1 and 2."""
+    pid = _H.pack(packet_id) if qos else b""
+    return publish_head(topic, len(payload), qos, retain, dup) + pid + payload
 
 
 def encode_ack(packet_type: int, packet_id: int) -> bytes:

@@ -122,17 +122,55 @@ class RateLimit:
         return 0.0 if self.tokens >= 0 else -self.tokens / self.rate
 
 
+class Outbound:
+    """What the broker's connections send, shared between them (one per broker, on its loop). A message fanned out
+    to many clients is encoded once: the head of its PUBLISH (`codec.publish_head`) is kept for the next
+    subscribers, each of which adds only its packet id. The connections given bytes during one turn of the event
+    loop are written at its end, in one callback for all of them."""
+
+    __slots__ = ("_last", "_loop", "_waiting")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._last: tuple[Message, int, bool, bool, bytes] | None = None
+        self._waiting: list[Connection] = []
+
+    def head(self, message: Message, qos: int, retain: bool, dup: bool) -> bytes:
+        last = self._last
+        if last is not None and last[0] is message and last[1] == qos and last[2] == retain and last[3] == dup:
+            return last[4]
+        head = codec.publish_head(message.topic, len(message.payload), qos, retain, dup)
+        self._last = (message, qos, retain, dup, head)
+        return head
+
+    def wait(self, link: Connection) -> None:
+        """`link` has bytes to write at the end of this loop turn."""
+        if not self._waiting:
+            self._loop.call_soon(self._write)
+        self._waiting.append(link)
+
+    def _write(self) -> None:
+        waiting, self._waiting = self._waiting, []
+        for link in waiting:
+            try:
+                link.write()
+            except Exception:  # its transport is in a state it should not be in: drop it, keep writing the others
+                log.debug("write failed", exc_info=True)
+                link.close()
+
+
 class Connection:
     """One client's network connection after CONNECT: reads packets, writes bytes, watches keep-alive."""
 
-    __slots__ = ("_dirty", "_drained", "_flusher", "_grace", "_loop", "_outgoing", "_timer", "_transport", "closed",
-                 "last_read", "reader", "timed_out", "writer")
+    __slots__ = ("_dirty", "_drained", "_flusher", "_grace", "_loop", "_outbound", "_outgoing", "_timer",
+                 "_transport", "closed", "last_read", "reader", "timed_out", "writer")
 
     def __init__(self, reader: ReaderAdapter, writer: WriterAdapter, transport: asyncio.BaseTransport,
-                 keepalive: int) -> None:
+                 keepalive: int, outbound: Outbound) -> None:
         self.reader = reader
         self.writer = writer
         self._transport = transport
+        self._outbound = outbound
         self.closed = False
         self._loop = asyncio.get_running_loop()
         self._outgoing: list[bytes] = []
@@ -148,17 +186,34 @@ class Connection:
 
     def send(self, data: bytes) -> None:
         """Queue bytes for the client; what is queued during one turn of the event loop is written at its end, in
-        one write (a commit's PUBACKs, a burst of deliveries), in order."""
-        if self.closed:
+        one write (a commit's PUBACKs, a burst of deliveries), in order (`Outbound`)."""
+        if (outgoing := self._queue()) is not None:
+            outgoing.append(data)
+
+    def deliver(self, message: Message, qos: int, retain: bool, dup: bool, packet_id: int | None) -> None:
+        """Queue a PUBLISH as its parts: the head its message shares with the other subscribers', this client's
+        packet id, the payload."""
+        if (outgoing := self._queue()) is None:
             return
+        head = self._outbound.head(message, qos, retain, dup)
+        if packet_id is None:
+            outgoing += (head, message.payload)
+        else:
+            outgoing += (head, codec.encode_packet_id(packet_id), message.payload)
+
+    def _queue(self) -> list[bytes] | None:
+        """The bytes to write at the end of this loop turn; None once the connection is gone."""
+        if self.closed:
+            return None
         if self._transport.is_closing():  # the peer is gone: writing would only make asyncio complain per packet
             self.close()
-            return
+            return None
         if not self._outgoing:
-            self._loop.call_soon(self._write)
-        self._outgoing.append(data)
+            self._outbound.wait(self)
+        return self._outgoing
 
-    def _write(self) -> None:
+    def write(self) -> None:
+        """Write what was queued (`Outbound` calls this at the end of the loop turn)."""
         data = b"".join(self._outgoing)
         self._outgoing.clear()
         if self.closed:
@@ -169,9 +224,6 @@ class Connection:
                 self._dirty = asyncio.Event()
                 self._flusher = asyncio.create_task(self._flush(self._dirty))
             self._dirty.set()
-
-    def deliver(self, message: Message, qos: int, retain: bool, dup: bool, packet_id: int | None) -> None:
-        self.send(codec.encode_publish(message.topic, message.payload, qos, retain, dup, packet_id))
 
     async def _flush(self, dirty: asyncio.Event) -> None:
         try:
@@ -211,16 +263,14 @@ class Connection:
 
     async def read_packet(self, max_bytes: int) -> tuple[int, int, bytes]:
         """(packet type, flags, body) of the next packet."""
-        first = (await self.read_exactly(1))[0]
-        length, multiplier = 0, 1
-        for _ in range(4):
+        first, byte = await self.read_exactly(2)  # every packet's fixed header has at least 2 bytes
+        length, shift = byte & 0x7F, 7
+        while byte & 0x80:
+            if shift == 28:
+                raise ProtocolViolation("remaining length longer than 4 bytes")
             byte = (await self.read_exactly(1))[0]
-            length += (byte & 0x7F) * multiplier
-            if not byte & 0x80:
-                break
-            multiplier *= 128
-        else:
-            raise ProtocolViolation("remaining length longer than 4 bytes")
+            length += (byte & 0x7F) << shift
+            shift += 7
         if length > max_bytes:
             raise ProtocolViolation(f"packet of {length} bytes exceeds broker.max_packet_bytes ({max_bytes})")
         body = await self.read_exactly(length) if length else b""
@@ -237,6 +287,7 @@ class FieldgateBroker(Broker):
         self.fg = settings
         self.auth = auth
         self.links: set[Connection] = set()
+        self.outbound = Outbound(asyncio.get_running_loop())
         self._hosts = {name: cfg["bind"].rsplit(":", 1)[0] for name, cfg in config["listeners"].items()}
 
     # Entry points of amqtt's listeners: keep a way to abort the transport, then serve.
@@ -320,7 +371,7 @@ class FieldgateBroker(Broker):
             abort()
             return
         assert identity is not None
-        link = Connection(reader, writer, transport, keepalive)
+        link = Connection(reader, writer, transport, keepalive, self.outbound)
         self.links.add(link)
         session, present = self.engine.attach(client_id, clean, will, link, identity,
                                               LISTENER_LABELS.get(listener_name, listener_name))

@@ -46,7 +46,7 @@ import sqlite3
 import uuid
 from collections.abc import Callable
 from contextlib import AbstractContextManager
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, fields
 from datetime import UTC, datetime
 from functools import lru_cache
 from pathlib import Path
@@ -58,7 +58,6 @@ from gateway.core.lifecycle import FINAL, CourierRef, Dispatch, Happening, Order
 from gateway.core.models import (
     ChatMessage,
     Courier,
-    CourierOrder,
     Fix,
     Location,
     Notice,
@@ -108,6 +107,11 @@ _RECORD_COLUMNS = ("order_json, status, progress, courier_id, location_json, cre
 @lru_cache(maxsize=256)  # a batch stamps many rows with the same few times
 def _iso(at: datetime) -> str:
     return at.astimezone(UTC).isoformat(timespec="milliseconds")
+
+
+def json_time(iso: str) -> str:
+    """An ISO 8601 time (`datetime.isoformat`) as pydantic writes it in JSON: UTC as Z."""
+    return iso[:-6] + "Z" if iso.endswith("+00:00") else iso
 
 
 class Savepoint:
@@ -453,17 +457,18 @@ class Store(Tables):
         ).fetchall()
         return [_record(row) for row in rows]
 
-    def courier_orders(self, courier_id: str) -> list[CourierOrder]:
-        """A courier's active orders as its phones list them: read straight from the columns, no order parsed
-        (this runs for every batch that touched the courier)."""
+    def courier_orders(self, courier_id: str) -> list[dict[str, Any]]:
+        """A courier's active orders as its phones list them, each the JSON object of a `CourierOrder`: read straight
+        from the columns, no order parsed and no model built (this runs for every batch that touched the courier)."""
         rows = self.conn.execute(
             "SELECT order_id, status, json_extract(order_json, '$.address.text'), json_extract(order_json, "
             "'$.window'), json_extract(tracking_json, '$.eta_seconds'), json_extract(tracking_json, '$.eta_at') "
             f"FROM orders WHERE courier_id = ? AND status NOT IN {_FINAL_SQL} ORDER BY created_at, order_id",
             (courier_id,))
-        return [CourierOrder(order_id=order_id, status=status, address=address,
-                             window=None if window is None else json.loads(window), eta_seconds=eta_seconds,
-                             eta_at=eta_at) for order_id, status, address, window, eta_seconds, eta_at in rows]
+        return [{"order_id": order_id, "status": status, "address": address,
+                 "window": None if window is None else json.loads(window), "eta_seconds": eta_seconds,
+                 "eta_at": None if eta_at is None else json_time(eta_at)}
+                for order_id, status, address, window, eta_seconds, eta_at in rows]
 
     def put_order(self, record: OrderRecord) -> None:
         d = record.dispatch
@@ -1067,7 +1072,9 @@ def _record(row: tuple[Any, ...]) -> OrderRecord:
 
 
 def _to_json(value: Tracking | Dispatch) -> str:
-    return json.dumps({k: v.isoformat() if isinstance(v, datetime) else v for k, v in asdict(value).items()})
+    """Its column: flat fields, so read one by one (`asdict` deep-copies every value; put_order runs per message)."""
+    return json.dumps({f.name: v.isoformat() if isinstance(v := getattr(value, f.name), datetime) else v
+                       for f in fields(value)})
 
 
 T = TypeVar("T", Tracking, Dispatch)
