@@ -71,9 +71,6 @@ class LocalTransport:
         log.info("bridge attached in process", extra={"ctx": {"client_id": self.client_id, "session_present": present}})
 
     async def _commit(self, batch: Batch) -> list[tuple[int, Outgoing]]:
-        # One turn of the loop first: it writes what the last commit released (a fan-out's deliveries, PUBACKs)
-        # before the worker starts on this batch and takes the GIL from it.
-        await asyncio.sleep(0)
         return await asyncio.wrap_future(self.bridge.apply(batch))
 
     @property

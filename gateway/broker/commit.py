@@ -90,6 +90,9 @@ class GroupCommit:
                         callback()
                     except Exception:
                         log.exception("acknowledgement after commit failed")
+                # One turn of the loop: it writes what this commit released (PUBACKs, a fan-out's deliveries)
+                # before the next commit's work takes the GIL from it.
+                await asyncio.sleep(0)
 
     async def _commit(self, batch: Batch, acks: int) -> list[tuple[int, Outgoing]]:
         loop = asyncio.get_running_loop()
