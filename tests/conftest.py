@@ -11,6 +11,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -260,6 +261,52 @@ def mosquitto(mosquitto_at: Callable[[int], AbstractContextManager[int]]) -> Ite
     """A fresh mosquitto on 127.0.0.1; its port."""
     with mosquitto_at(free_port()) as port:
         yield port
+
+
+def _postgres_bin(name: str) -> str | None:
+    """Debian's PostgreSQL binaries live in /usr/lib/postgresql/<version>/bin, off the PATH."""
+    found = sorted(Path("/usr/lib/postgresql").glob(f"*/bin/{name}"))
+    return str(found[-1]) if found else shutil.which(name)
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[str]:
+    """One PostgreSQL server per test session (per xdist worker): Debian's binaries, `initdb` in a temporary
+    folder, listening on a free port on 127.0.0.1 with trust auth for the user `fieldgate`; fsync off (these tests
+    kill gateways, never the database). Run as the `postgres` user when the tests run as root (PostgreSQL refuses
+    root). Yields the server's URL without a database name."""
+    initdb, pg_ctl = _postgres_bin("initdb"), _postgres_bin("pg_ctl")
+    if initdb is None or pg_ctl is None:
+        if os.environ.get("CI"):
+            pytest.fail("PostgreSQL is not installed; .ci/run installs Debian's postgresql package")
+        pytest.skip("PostgreSQL is not installed (apt-get install postgresql)")
+    folder = Path(tempfile.mkdtemp(prefix="fieldgate-pg-"))
+    as_user: list[str] = []
+    if os.geteuid() == 0:
+        as_user = ["runuser", "-u", "postgres", "--"]
+        shutil.chown(folder, "postgres")
+    port = free_port()
+    data = folder / "data"
+    run = lambda *args: subprocess.run([*as_user, *args], check=True, capture_output=True, text=True)  # noqa: E731
+    run(initdb, "-D", str(data), "-U", "fieldgate", "--auth=trust", "-E", "UTF8", "--locale=C.UTF-8")
+    options = f"-p {port} -k {folder} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=200"
+    run(pg_ctl, "-D", str(data), "-o", options, "-l", str(folder / "log"), "-w", "-t", str(int(DEADLINE)), "start")
+    try:
+        yield f"postgresql://fieldgate@127.0.0.1:{port}"
+    finally:
+        subprocess.run([*as_user, pg_ctl, "-D", str(data), "-m", "immediate", "-w", "stop"], capture_output=True)
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.fixture
+def postgres_url(postgres_server: str, request: pytest.FixtureRequest) -> str:
+    """A fresh, empty database on the session's PostgreSQL server; its URL."""
+    import psycopg
+
+    name = "t" + re.sub(r"[^a-z0-9]", "", request.node.name.lower())[-40:] + f"{next(_ids)}"
+    with psycopg.connect(f"{postgres_server}/postgres", autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    return f"{postgres_server}/{name}"
 
 
 # ---------------------------------------------------------------- MQTT peers

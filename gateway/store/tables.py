@@ -67,13 +67,12 @@ from gateway.core.models import (
     Status,
 )
 from gateway.core.webhooks import State, Verdict, event_of
-from gateway.store import sqlite
+from gateway.store import schema, sqlite
 from gateway.store.media import MediaFiles
 from gateway.store.users import Tokens, Users
 
 DB_NAME = "fieldgate.db"
 PURGED = "[purged]"
-SCHEMA_VERSION = 6
 
 
 def db_path(data_dir: Path) -> Path:
@@ -168,7 +167,7 @@ class Tables(sqlite.SqliteFile):
     """fieldgate.db, open for writing (`Store`) or read-only (`gateway.store.queries.Queries`): its `users` and
     `tokens`, and the reads both the writer and the readers make."""
 
-    SCHEMA_VERSION = SCHEMA_VERSION
+    SCHEMA_VERSION = schema.SCHEMA_VERSION
 
     def __init__(self, path: Path, *, readonly: bool = False, synchronous: str = "FULL", create: bool = True) -> None:
         super().__init__(path, readonly=readonly, synchronous=synchronous, create=create)
@@ -228,215 +227,7 @@ class Store(Tables):
     # ------------------------------------------------------------------ schema
 
     def _migrate(self) -> None:
-        db = self.db
-        db["orders"].create(
-            {
-                "order_id": str,
-                "shop_id": str,
-                "courier_id": str,
-                "status": str,
-                "progress": str,
-                "order_json": str,
-                "location_json": str,
-                "created_at": str,
-                "updated_at": str,
-                "purged": int,
-            },
-            pk="order_id",
-            not_null={"shop_id", "status", "progress", "order_json", "created_at", "updated_at"},
-            defaults={"purged": 0},
-            if_not_exists=True,
-        )
-        sqlite.add_missing_columns(db, "orders", {
-            "state_cleared": ("INTEGER", 0), "tracking_json": ("TEXT", None), "dispatch_json": ("TEXT", None),
-            "waiting_since": ("TEXT", None), "change_since": ("TEXT", None), "status_since": ("TEXT", None)})
-        db["order_events"].create(
-            {
-                "id": int,
-                "order_id": str,
-                "at": str,
-                "kind": str,
-                "status": str,
-                "actor": str,
-                "courier_id": str,
-                "reason": str,
-            },
-            pk="id",
-            not_null={"order_id", "at", "kind"},
-            if_not_exists=True,
-        )
-        db["tasks"].create(
-            {
-                "msg_id": str,
-                "courier_id": str,
-                "order_id": str,
-                "kind": str,
-                "payload": bytes,
-                "created_at": str,
-                "attempts": int,
-                "next_retry_at": float,
-                "superseded": int,
-                "received_at": str,
-                "read_at": str,
-            },
-            pk="msg_id",
-            not_null={"courier_id", "order_id", "kind", "payload", "created_at"},
-            defaults={"attempts": 1, "superseded": 0},
-            if_not_exists=True,
-        )
-        db["couriers"].create(
-            {
-                "courier_id": str,
-                "online": int,
-                "presence_at": str,
-                "last_seen_at": str,
-                "fix_json": str,
-                "fix_tst": int,
-            },
-            pk="courier_id",
-            if_not_exists=True,
-        )
-        sqlite.add_missing_columns(db, "couriers", {
-            "registered": ("INTEGER", 0), "name": ("TEXT", None), "phone": ("TEXT", None),
-            "max_active": ("INTEGER", None), "speed_kmh": ("REAL", 0.0), "speed_samples": ("INTEGER", 0)})
-        db["courier_shops"].create({"courier_id": str, "shop_id": str}, pk=("courier_id", "shop_id"),
-                                   if_not_exists=True)
-        db["shops"].create(
-            {"shop_id": str, "name": str, "lat": float, "lon": float, "assignment": str, "default_courier": str,
-             "timezone": str, "locale": str, "arrival_radius_m": float, "created_at": str, "updated_at": str},
-            pk="shop_id", not_null={"name", "lat", "lon", "assignment", "timezone", "locale"}, if_not_exists=True,
-        )
-        sqlite.add_missing_columns(db, "shops", {"quiet_hours": ("TEXT", None), "require_proof": ("INTEGER", 0)})
-        sqlite.add_missing_columns(db, "order_events", {"media_id": ("TEXT", None)})
-        db["notices"].create(
-            {"notice_id": str, "order_id": str, "kind": str, "text": str, "locale": str, "urgent": int,
-             "created_at": str, "deferred_until": str, "sent_at": str, "dropped_at": str},
-            pk="notice_id", not_null={"order_id", "kind", "text", "locale", "urgent", "created_at"},
-            if_not_exists=True,
-        )
-        db["chat_messages"].create(
-            {"order_id": str, "seq": int, "msg_id": str, "role": str, "sender_id": str, "sender_name": str,
-             "kind": str, "text": str, "lat": float, "lon": float, "media_id": str, "at": str},
-            pk=("order_id", "seq"), not_null={"msg_id", "role", "sender_id", "kind", "at"}, if_not_exists=True,
-        )
-        db["chat_reads"].create(
-            {"order_id": str, "role": str, "reader_id": str, "read_up_to": int, "at": str},
-            pk=("order_id", "role", "reader_id"), not_null={"read_up_to", "at"}, if_not_exists=True,
-        )
-        db["media"].create(
-            {"media_id": str, "order_id": str, "role": str, "uploader_id": str, "kind": str, "content_type": str,
-             "size": int, "sha256": str, "created_at": str},
-            pk="media_id", not_null={"order_id", "role", "uploader_id", "kind", "content_type", "size", "sha256",
-                                     "created_at"}, if_not_exists=True,
-        )
-        db["tokens"].create(
-            {"token_id": str, "user": str, "digest": str, "created_at": str, "expires_at": str, "revoked_at": str},
-            pk="token_id", not_null={"user", "digest", "created_at"}, if_not_exists=True,
-        )
-        db["tracking"].create(
-            {"order_id": str, "nonce": str, "digest": str, "created_at": str},
-            pk="order_id", not_null={"nonce", "digest", "created_at"}, if_not_exists=True,
-        )
-        db["webhooks"].create(
-            {"endpoint_id": str, "url": str, "events": str, "secret": str, "enabled": int, "created_at": str,
-             "disabled_reason": str},
-            pk="endpoint_id", not_null={"url", "events", "secret", "enabled", "created_at"}, if_not_exists=True,
-        )
-        db["webhook_deliveries"].create(
-            {"id": int, "endpoint_id": str, "webhook_id": str, "event": str, "order_id": str, "payload": bytes,
-             "created_at": str, "state": str, "attempts": int, "next_attempt_at": str, "last_status": int,
-             "last_error": str, "delivered_at": str},
-            pk="id", not_null={"endpoint_id", "webhook_id", "event", "payload", "created_at", "state", "attempts",
-                               "next_attempt_at"}, if_not_exists=True,
-        )
-        db["idempotency"].create(
-            {"user": str, "key": str, "request_sha": str, "status": int, "body": bytes, "created_at": str},
-            pk=("user", "key"), not_null={"request_sha", "status", "body", "created_at"}, if_not_exists=True,
-        )
-        db["ratings"].create(
-            {"order_id": str, "stars": int, "comment": str, "courier_id": str, "shop_id": str, "at": str},
-            pk="order_id", not_null={"stars", "shop_id", "at"}, if_not_exists=True,
-        )
-        db["devices"].create(
-            {"courier_id": str, "device": str, "online": int, "how": str, "source": str, "since": str},
-            pk=("courier_id", "device"), not_null={"online", "how", "source", "since"}, if_not_exists=True,
-        )
-        db["commands"].create(
-            {"id": int, "submitted_at": str, "payload": bytes, "state": str, "reason": str, "hint": str,
-             "done_at": str},
-            pk="id", not_null={"submitted_at", "payload", "state"}, if_not_exists=True,
-        )
-        db["gps_fixes"].create(
-            {
-                "id": int,
-                "courier_id": str,
-                "device": str,
-                "lat": float,
-                "lon": float,
-                "tst": int,
-                "acc": float,
-                "alt": float,
-                "vel": float,
-                "cog": float,
-                "batt": int,
-                "tid": str,
-                "received_at": str,
-            },
-            pk="id",
-            not_null={"courier_id", "device", "lat", "lon", "tst", "received_at"},
-            if_not_exists=True,
-        )
-        db["dead_letters"].create(
-            {
-                "id": int,
-                "received_at": str,
-                "topic": str,
-                "payload": bytes,
-                "size": int,
-                "reason": str,
-                "hint": str,
-                "order_id": str,
-                "msg_id": str,
-            },
-            pk="id",
-            not_null={"received_at", "topic", "reason"},
-            if_not_exists=True,
-        )
-        db["outbox"].create(
-            {"id": int, "topic": str, "payload": bytes, "retain": int, "created_at": str},
-            pk="id",
-            not_null={"topic", "payload", "retain", "created_at"},
-            if_not_exists=True,
-        )
-        db["users"].create(
-            {"name": str, "role": str, "id": str, "password_hash": str, "created_at": str},
-            pk="name", not_null={"role", "id", "password_hash", "created_at"}, if_not_exists=True,
-        )
-        for table, columns, unique in [
-            ("orders", ["shop_id", "status"], False),
-            ("orders", ["courier_id", "status"], False),
-            ("orders", ["status", "state_cleared", "updated_at"], False),
-            ("orders", ["waiting_since"], False),
-            ("orders", ["change_since"], False),
-            ("courier_shops", ["shop_id", "courier_id"], False),
-            ("notices", ["order_id", "created_at"], False),
-            ("notices", ["deferred_until"], False),
-            ("chat_messages", ["order_id", "role", "sender_id", "msg_id"], True),
-            ("media", ["order_id", "kind", "created_at"], False),
-            ("media", ["sha256"], False),
-            ("tokens", ["digest"], True),
-            ("tracking", ["digest"], True),
-            ("orders", ["shop_id", "status_since"], False),
-            ("webhook_deliveries", ["state", "endpoint_id", "order_id", "id"], False),
-            ("webhook_deliveries", ["created_at"], False),
-            ("idempotency", ["created_at"], False),
-            ("commands", ["state", "id"], False),
-            ("order_events", ["order_id", "id"], False),
-            ("tasks", ["received_at", "superseded", "next_retry_at"], False),
-            ("tasks", ["order_id", "courier_id"], False),
-            ("gps_fixes", ["courier_id", "device", "tst"], True),
-        ]:
-            db[table].create_index(columns, unique=unique, if_not_exists=True)
+        schema.migrate_sqlite(self.db)
 
     # ------------------------------------------------------------------ transactions
 
