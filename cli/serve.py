@@ -40,22 +40,40 @@ def serve_cmd(
 
 
 def bridge_cmd(
-    broker: Annotated[str, typer.Option(help="the broker to bridge: mqtt://[user:pass@]HOST:PORT")],
+    broker: Annotated[str | None, typer.Option(help="the MQTT broker to bridge: mqtt://[user:pass@]HOST:PORT")] = None,
+    engine: Annotated[list[str] | None, typer.Option(
+        help="a RabbitMQ node to bridge (its MQTT plugin serves the clients): amqp://USER:PASS@HOST:5672/VHOST; "
+             "repeat for each node of a cluster (the bridge fails over between them)")] = None,
     config: ConfigOpt = None,
     data_dir: DataDirOpt = None,
     http_port: HttpPortOpt = None,
     verbose: VerboseOpt = False,
 ) -> None:
-    """Run only the bridge (and the HTTP side), against an existing broker (Mosquitto, EMQX, …). While the broker
-    is down it retries with backoff, logging each attempt.
+    """Run only the bridge (and the HTTP side), against an existing MQTT broker (Mosquitto, EMQX, …) or a
+    RabbitMQ cluster. While the broker is down it retries with backoff, logging each attempt.
 
     Example:
 
         fieldgate bridge --broker mqtt://127.0.0.1:1883 --data-dir ./data
+
+    On a RabbitMQ cluster, one --engine per node:
+
+        fieldgate bridge --engine amqp://fg:secret@10.0.0.1/shops --engine amqp://fg:secret@10.0.0.2/shops
     """
     from gateway.server import run_bridge
 
-    url = BrokerUrl.parse(broker)
+    if (broker is None) == (not engine):
+        raise typer.BadParameter("give either --broker (an MQTT broker) or --engine (RabbitMQ nodes), not both",
+                                 param_hint="--broker / --engine")
     s = settings(config, data_dir, verbose, http_port=http_port)
     logs.setup(s.log_level)
-    run_bridge(s, url)
+    if engine:
+        from gateway.bridge.amqp import EngineUrl, amqp_transport
+
+        urls = [EngineUrl.parse(u) for u in engine]
+        run_bridge(s, amqp_transport(urls), ", ".join(map(str, urls)))
+    else:
+        from gateway.bridge.worker import over_mqtt
+
+        url = BrokerUrl.parse(broker or "")
+        run_bridge(s, over_mqtt(s, lambda: url), str(url))

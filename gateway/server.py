@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, TypeVar
 
 from gateway import metrics
 from gateway.bridge.local import local_transport
-from gateway.bridge.transport import BrokerUrl
+from gateway.bridge.transport import TransportFactory
 from gateway.bridge.worker import Bridge, over_mqtt
 from gateway.broker.embedded import LISTENER_LABELS, EmbeddedBroker
 from gateway.config import Settings
@@ -118,14 +118,15 @@ def serve(settings: Settings) -> None:
         asyncio.run(_serve(settings))
 
 
-def run_bridge(settings: Settings, url: BrokerUrl) -> None:
-    """Run only the bridge (and its HTTP side), against an external broker, until SIGINT/SIGTERM. The HTTP side
-    answers from the start: /readyz says when the broker is reached."""
+def run_bridge(settings: Settings, transport: TransportFactory, where: str) -> None:
+    """Run only the bridge (and its HTTP side), against an external broker (`over_mqtt`) or RabbitMQ
+    (`gateway.bridge.amqp`), until SIGINT/SIGTERM. The HTTP side answers from the start: /readyz says when the
+    broker is reached. `where` names the broker in the logs."""
 
     async def main() -> None:
         stop = _stop_on_signals()
         sqlite.ensure_usable(db_path(settings.data_dir))
-        bridge = Bridge(settings, over_mqtt(settings, lambda: url))
+        bridge = Bridge(settings, transport)
         http = _http_side(settings, bridge, lambda: {"broker": bridge.connected, "bridge": bridge.running})
         try:
             if http is not None:
@@ -136,7 +137,7 @@ def run_bridge(settings: Settings, url: BrokerUrl) -> None:
                 await asyncio.wait({starting, stopping}, return_when=asyncio.FIRST_COMPLETED)
                 if starting.done():
                     starting.result()
-                    ctx = {"broker": str(url), **({"http": "{}:{}".format(*http.address)} if http else {}),
+                    ctx = {"broker": where, **({"http": "{}:{}".format(*http.address)} if http else {}),
                            "db": db_path(settings.data_dir)}
                     log.info("fieldgate bridge ready", extra={"ctx": ctx})
                     await stopping

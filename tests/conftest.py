@@ -298,6 +298,48 @@ def postgres_server() -> Iterator[str]:
         shutil.rmtree(folder, ignore_errors=True)
 
 
+@dataclass(frozen=True)
+class RabbitMQ:
+    """One RabbitMQ node with its MQTT plugin, on free ports of 127.0.0.1."""
+
+    amqp_url: str
+    mqtt_port: int
+
+
+@pytest.fixture(scope="session")
+def rabbitmq() -> Iterator[RabbitMQ]:
+    """One RabbitMQ node per test session (per xdist worker): Debian's rabbitmq-server with the MQTT plugin
+    (persistent sessions on quorum queues), its own data folder, Erlang cookie and port mapper, free ports;
+    anonymous MQTT clients act as the guest user. Killed, with its port mapper, at the end."""
+    server = Path("/usr/lib/rabbitmq/bin/rabbitmq-server")
+    if not server.exists():
+        if os.environ.get("CI"):
+            pytest.fail("RabbitMQ is not installed; .ci/run installs Debian's rabbitmq-server package")
+        pytest.skip("RabbitMQ is not installed (apt-get install rabbitmq-server)")
+    folder = Path(tempfile.mkdtemp(prefix="fieldgate-rabbitmq-"))
+    amqp, mqtt, dist, epmd = (free_port() for _ in range(4))
+    (folder / "rabbitmq.conf").write_text(
+        f"listeners.tcp.1 = 127.0.0.1:{amqp}\nmqtt.listeners.tcp.1 = 127.0.0.1:{mqtt}\n"
+        "mqtt.allow_anonymous = true\nmqtt.durable_queue_type = quorum\nloopback_users = none\n")
+    (folder / "enabled_plugins").write_text("[rabbitmq_mqtt].\n")
+    env = {**os.environ, "HOME": str(folder), "RABBITMQ_CONFIG_FILE": str(folder / "rabbitmq.conf"),
+           "RABBITMQ_ENABLED_PLUGINS_FILE": str(folder / "enabled_plugins"), "RABBITMQ_MNESIA_BASE": str(folder / "db"),
+           "RABBITMQ_LOG_BASE": str(folder / "log"), "RABBITMQ_NODENAME": f"fieldgate{amqp}@localhost",
+           "RABBITMQ_DIST_PORT": str(dist), "ERL_EPMD_PORT": str(epmd), "RABBITMQ_PID_FILE": str(folder / "pid")}
+    proc = subprocess.Popen([str(server)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    try:
+        eventually(lambda: proc.poll() is not None or (_accepts(amqp) and _accepts(mqtt)), "RabbitMQ listening",
+                   timeout=120)
+        assert proc.poll() is None, f"RabbitMQ did not start; see {folder / 'log'}"
+        yield RabbitMQ(f"amqp://guest:guest@127.0.0.1:{amqp}/%2F", mqtt)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(DEADLINE)
+        subprocess.run(["epmd", "-port", str(epmd), "-kill"], capture_output=True, env=env)
+        shutil.rmtree(folder, ignore_errors=True)
+
+
 @pytest.fixture
 def postgres_url(postgres_server: str, request: pytest.FixtureRequest) -> str:
     """A fresh, empty database on the session's PostgreSQL server; its URL."""

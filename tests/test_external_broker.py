@@ -1,11 +1,15 @@
 """The bridge is an ordinary MQTT client: the same flow against Debian's mosquitto and the embedded broker,
-and a bridge killed with SIGKILL loses nothing that its broker holds for it."""
+and on RabbitMQ (its MQTT plugin serving the clients, the bridge consuming over AMQP); a bridge killed with
+SIGKILL loses nothing that its broker holds for it."""
 
 from __future__ import annotations
 
 import pytest
-from conftest import order
+from conftest import fieldgate, free_port, order
+from hypothesis import given
+from hypothesis import strategies as st
 
+from gateway.bridge.amqp import mqtt_topic, routing_key
 from gateway.store.queries import Queries
 from gateway.store.tables import db_path
 
@@ -43,14 +47,19 @@ def test_flow_through_embedded_broker_with_the_bridge_as_a_loopback_mqtt_client(
     run_flow(gw.port, peers, ids)
 
 
-@pytest.mark.mosquitto
-def test_killed_bridge_loses_nothing_its_broker_queued(mosquitto, spawn, peers, ids, tmp_path):
-    """The bridge's session is persistent and it PUBACKs only after committing: orders published while it is
-    dead, or in flight when it is SIGKILLed, are all in SQLite after it comes back."""
-    url = f"mqtt://127.0.0.1:{mosquitto}"
+@pytest.mark.rabbitmq
+def test_flow_through_bridge_on_rabbitmq(rabbitmq, spawn, peers, ids):
+    bridge = spawn("--engine", rabbitmq.amqp_url, command="bridge", ready="fieldgate bridge ready")
+    bridge.wait_log("bridge connected to RabbitMQ")
+    run_flow(rabbitmq.mqtt_port, peers, ids)
+
+
+def killed_bridge_loses_nothing(engine: tuple[str, str], port: int, spawn, peers, ids, tmp_path) -> None:
+    """Orders published while the bridge is dead, or in flight when it is SIGKILLed, are all in SQLite after it
+    comes back: its broker holds them until the bridge acknowledges them, after its commit."""
     data = tmp_path / "bridge-data"
-    bridge = spawn("--broker", url, command="bridge", data_dir=data, ready="fieldgate bridge ready")
-    ordersys = peers(mosquitto, subscribe=("ordersys/acks",))
+    bridge = spawn(*engine, command="bridge", data_dir=data, ready="fieldgate bridge ready")
+    ordersys = peers(port, subscribe=("ordersys/acks",))
     wanted = [ids(f"K{i}") for i in range(300)]
 
     for oid in wanted[:150]:
@@ -59,7 +68,8 @@ def test_killed_bridge_loses_nothing_its_broker_queued(mosquitto, spawn, peers, 
     for oid in wanted[150:]:
         ordersys.publish("orders/in", order(order_id=oid, courier_id=None))
 
-    spawn("--broker", url, command="bridge", data_dir=data, ready="fieldgate bridge ready")
+    spawn(*engine, command="bridge", data_dir=data, ready="fieldgate bridge ready")
+
     def accepted() -> list[str]:
         return [a["order_id"] for a in ordersys.on("ordersys/acks", lambda a: a["kind"] == "accepted")]
 
@@ -67,3 +77,47 @@ def test_killed_bridge_loses_nothing_its_broker_queued(mosquitto, spawn, peers, 
     print(f"{len(wanted)} orders, {len(accepted()) - len(wanted)} duplicate acks after SIGKILL")
     store = Queries(db_path(data))
     assert store.db.execute("SELECT COUNT(*) FROM orders").fetchone()[0] == len(wanted)
+
+
+@pytest.mark.mosquitto
+def test_killed_bridge_loses_nothing_mosquitto_queued(mosquitto, spawn, peers, ids, tmp_path):
+    killed_bridge_loses_nothing(("--broker", f"mqtt://127.0.0.1:{mosquitto}"), mosquitto, spawn, peers, ids, tmp_path)
+
+
+@pytest.mark.rabbitmq
+def test_killed_bridge_loses_nothing_rabbitmq_queued(rabbitmq, spawn, peers, ids, tmp_path):
+    killed_bridge_loses_nothing(("--engine", rabbitmq.amqp_url), rabbitmq.mqtt_port, spawn, peers, ids, tmp_path)
+
+
+@given(st.lists(st.text(st.characters(blacklist_characters="/+#*\x00", blacklist_categories=("Cs",)), max_size=8),
+                min_size=1, max_size=6))
+def test_an_mqtt_topic_and_its_rabbitmq_routing_key_translate_both_ways(levels):
+    topic = "/".join(levels)
+    key = routing_key(topic)
+    assert key.split(".") == [level.replace(".", "/") for level in levels]  # RabbitMQ's MQTT plugin swaps / and .
+    assert mqtt_topic(key) == topic
+
+
+def test_bridge_filters_become_rabbitmq_binding_patterns():
+    assert routing_key("couriers/+/gps") == "couriers.*.gps"
+    assert routing_key("orders/+/chat/#") == "orders.*.chat.#"
+
+
+@pytest.mark.parametrize(("args", "said"), [
+    (["--engine", "http://127.0.0.1:5672/"], "unsupported engine URL scheme 'http'"),
+    (["--engine", "amqp:///vhost"], "has no host"),
+    (["--engine", "amqp://guest:guest@127.0.0.1:99999/"], "has a bad port"),
+    (["--broker", "mqtt://127.0.0.1:1883", "--engine", "amqp://127.0.0.1/"], "either --broker"),
+    ([], "either --broker"),
+])
+def test_bridge_refuses_a_bad_broker_or_engine_with_what_to_do(args, said, tmp_path):
+    done = fieldgate("bridge", *args, "--data-dir", str(tmp_path), "--http-port", "0")
+    assert done.returncode != 0 and said in done.stderr, done.stderr
+
+
+def test_bridge_on_unreachable_rabbitmq_nodes_keeps_trying_each_and_says_so(spawn):
+    nodes = [f"amqp://guest:guest@127.0.0.1:{free_port()}/" for _ in range(2)]
+    bridge = spawn("--engine", nodes[0], "--engine", nodes[1], command="bridge", ready="HTTP listening")
+    for node in nodes:  # each logged without its password
+        line = bridge.wait_log(f"node={node.replace('guest:guest@', 'guest@')}")
+        assert "RabbitMQ node unreachable or lost" in line and "guest:guest" not in line

@@ -125,6 +125,18 @@ class Received:
     origin: tuple[str, Identity] | None = None
 
 
+def wait_connected(connected: threading.Event, timeout: float | None, cancel: threading.Event) -> str | None:
+    """Wait until `connected` is set; None then, else why the wait ended: `timeout` seconds (None: never) passed,
+    or `cancel` was set."""
+    deadline = None if timeout is None else time.monotonic() + timeout
+    while not connected.wait(0.2):
+        if cancel.is_set():
+            return "the bridge was stopped"
+        if deadline is not None and time.monotonic() > deadline:
+            return f"{timeout:.0f} s passed"
+    return None
+
+
 class MqttTransport:
     """A paho client kept behind four calls: start, publish, ack, stop."""
 
@@ -217,12 +229,10 @@ class MqttTransport:
         `cancel` is set."""
         self._client.connect_async(self.url.host, self.url.port, keepalive=self.keepalive)
         self._client.loop_start()
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while not self._connected.wait(0.2):
-            if cancel.is_set() or (deadline is not None and time.monotonic() > deadline):
-                self.stop()
-                why = "the bridge was stopped" if cancel.is_set() else f"{timeout:.0f} s passed"
-                raise TransportError(f"{self.url} did not accept the bridge's connection before {why}")
+        why = wait_connected(self._connected, timeout, cancel)
+        if why is not None:
+            self.stop()
+            raise TransportError(f"{self.url} did not accept the bridge's connection before {why}")
 
     @property
     def connected(self) -> bool:
