@@ -14,6 +14,7 @@ from rich.markup import escape
 
 from cli import (
     certs,
+    cluster,
     couriers,
     db,
     live,
@@ -40,6 +41,7 @@ app = typer.Typer(
 )
 app.command("serve")(serve.serve_cmd)
 app.command("bridge")(serve.bridge_cmd)
+app.add_typer(cluster.app, name="cluster")
 app.add_typer(orders.app, name="orders")
 app.command("track")(orders.track_cmd)
 app.add_typer(shops.app, name="shops")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import itertools
 import json
 import os
@@ -306,6 +308,29 @@ class RabbitMQ:
     mqtt_port: int
 
 
+BRIDGE_SECRET = "a long secret"
+
+
+def _rabbitmq_users() -> dict[str, Any]:
+    """RabbitMQ definitions: `guest` (what anonymous MQTT clients act as) may do anything; the bridge's user has the
+    permissions the README gives it, read from the README's own command."""
+    [(configure, write, read)] = re.findall(r"rabbitmqctl set_permissions -p / fieldgate-bridge '([^']+)' '([^']+)' "
+                                            r"'([^']+)'", (ROOT / "README.md").read_text())
+
+    def user(name: str, password: str, tags: list[str]) -> dict[str, Any]:
+        salt = os.urandom(4)  # rabbit_password_hashing_sha256: base64(salt + sha256(salt + password))
+        digest = base64.b64encode(salt + hashlib.sha256(salt + password.encode()).digest()).decode()
+        return {"name": name, "password_hash": digest, "hashing_algorithm": "rabbit_password_hashing_sha256",
+                "tags": tags}
+
+    return {"users": [user("guest", "guest", ["administrator"]), user("fieldgate-bridge", BRIDGE_SECRET, [])],
+            "vhosts": [{"name": "/"}, {"name": "empty"}],  # empty: no bridge ever connects there
+            "permissions": [{"user": "guest", "vhost": "/", "configure": ".*", "write": ".*", "read": ".*"},
+                            {"user": "guest", "vhost": "empty", "configure": ".*", "write": ".*", "read": ".*"},
+                            {"user": "fieldgate-bridge", "vhost": "/", "configure": configure, "write": write,
+                             "read": read}]}
+
+
 @pytest.fixture(scope="session")
 def rabbitmq() -> Iterator[RabbitMQ]:
     """One RabbitMQ node per test session (per xdist worker): Debian's rabbitmq-server with the MQTT plugin
@@ -318,21 +343,28 @@ def rabbitmq() -> Iterator[RabbitMQ]:
         pytest.skip("RabbitMQ is not installed (apt-get install rabbitmq-server)")
     folder = Path(tempfile.mkdtemp(prefix="fieldgate-rabbitmq-"))
     amqp, mqtt, dist, epmd = (free_port() for _ in range(4))
-    (folder / "rabbitmq.conf").write_text(
-        f"listeners.tcp.1 = 127.0.0.1:{amqp}\nmqtt.listeners.tcp.1 = 127.0.0.1:{mqtt}\n"
-        "mqtt.allow_anonymous = true\nmqtt.durable_queue_type = quorum\nloopback_users = none\n")
+    conf = (ROOT / "contrib" / "rabbitmq.conf").read_text()  # the README's, with test listeners and anonymity
+    for documented, here in [("listeners.tcp.default = 5672", f"listeners.tcp.1 = 127.0.0.1:{amqp}"),
+                             ("mqtt.listeners.tcp.default = 1883", f"mqtt.listeners.tcp.1 = 127.0.0.1:{mqtt}"),
+                             ("mqtt.allow_anonymous = false", "mqtt.allow_anonymous = true")]:
+        assert documented in conf, f"contrib/rabbitmq.conf no longer says {documented!r}"
+        conf = conf.replace(documented, here)
+    (folder / "definitions.json").write_text(json.dumps(_rabbitmq_users()))
+    (folder / "rabbitmq.conf").write_text(f"{conf}loopback_users = none\n"
+                                          f"load_definitions = {folder / 'definitions.json'}\n")
     (folder / "enabled_plugins").write_text("[rabbitmq_mqtt].\n")
     env = {**os.environ, "HOME": str(folder), "RABBITMQ_CONFIG_FILE": str(folder / "rabbitmq.conf"),
            "RABBITMQ_ENABLED_PLUGINS_FILE": str(folder / "enabled_plugins"), "RABBITMQ_MNESIA_BASE": str(folder / "db"),
            "RABBITMQ_LOG_BASE": str(folder / "log"), "RABBITMQ_NODENAME": f"fieldgate{amqp}@localhost",
            "RABBITMQ_DIST_PORT": str(dist), "ERL_EPMD_PORT": str(epmd), "RABBITMQ_PID_FILE": str(folder / "pid")}
-    proc = subprocess.Popen([str(server)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True)
+    output = folder / "output"
+    with output.open("wb") as out:
+        proc = subprocess.Popen([str(server)], env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
     try:
         eventually(lambda: proc.poll() is not None or (_accepts(amqp) and _accepts(mqtt)), "RabbitMQ listening",
                    timeout=120)
-        assert proc.poll() is None, f"RabbitMQ did not start; see {folder / 'log'}"
-        yield RabbitMQ(f"amqp://guest:guest@127.0.0.1:{amqp}/%2F", mqtt)
+        assert proc.poll() is None, "RabbitMQ did not start:\n" + output.read_text(errors="replace")[-3000:]
+        yield RabbitMQ(f"amqp://fieldgate-bridge:{BRIDGE_SECRET}@127.0.0.1:{amqp}/%2F", mqtt)
     finally:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait(DEADLINE)

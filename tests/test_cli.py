@@ -27,7 +27,7 @@ def all_commands() -> list[tuple[str, Any]]:
             out.append((path, cmd))
 
     walk(typer.main.get_command(app), "")
-    assert len(out) == 41, [p for p, _ in out]
+    assert len(out) == 42, [p for p, _ in out]
     return out
 
 

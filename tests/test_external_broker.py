@@ -4,6 +4,8 @@ SIGKILL loses nothing that its broker holds for it."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from conftest import fieldgate, free_port, order
 from hypothesis import given
@@ -52,6 +54,25 @@ def test_flow_through_bridge_on_rabbitmq(rabbitmq, spawn, peers, ids):
     bridge = spawn("--engine", rabbitmq.amqp_url, command="bridge", ready="fieldgate bridge ready")
     bridge.wait_log("bridge connected to RabbitMQ")
     run_flow(rabbitmq.mqtt_port, peers, ids)
+
+
+@pytest.mark.rabbitmq
+def test_cluster_check_shows_each_node_the_bridges_queue_and_who_consumes_it(rabbitmq, spawn):
+    bridge = spawn("--engine", rabbitmq.amqp_url, command="bridge", ready="fieldgate bridge ready")
+    bridge.wait_log("bridge connected to RabbitMQ")
+    host = rabbitmq.amqp_url.split("@")[1].split("/")[0]
+    nodes = [rabbitmq.amqp_url, f"amqp://guest:guest@{host}/empty", f"amqp://guest:wrong@{host}/%2F",
+             f"amqp://guest:guest@127.0.0.1:{free_port()}/"]
+    done = fieldgate("cluster", "check", *(arg for node in nodes for arg in ("--engine", node)), "--json")
+    assert done.returncode == 1, done.stderr
+    served, empty, refused, down = (json.loads(line) for line in done.stdout.splitlines())
+    assert served["reachable"] and served["queue_declared"] and served["consumers"] >= 1, served
+    assert served["backlog"] >= 0 and served["problem"] is None and "a long secret" not in served["node"]
+    assert empty["reachable"] and not empty["queue_declared"] and "start one" in empty["problem"]
+    assert not refused["reachable"] and "login refused" in refused["problem"]
+    assert not down["reachable"] and "Connection refused" in down["problem"]
+    table = fieldgate("cluster", "check", "--engine", rabbitmq.amqp_url, columns=80)
+    assert table.returncode == 0 and "RabbitMQ nodes" in table.stdout, table.stdout + table.stderr
 
 
 def killed_bridge_loses_nothing(engine: tuple[str, str], port: int, spawn, peers, ids, tmp_path) -> None:

@@ -62,6 +62,20 @@ def mqtt_topic(key: str) -> str:
     return key.translate(_TO_TOPIC)
 
 
+def why(exc: BaseException) -> str:
+    """What went wrong reaching a node, in words: pika nests the socket's error inside its own."""
+    if isinstance(exc, pika.exceptions.ProbableAuthenticationError):
+        return "login refused: check the user and password in the URL"
+    if isinstance(exc, pika.exceptions.ProbableAccessDeniedError):
+        return "access to the virtual host refused: check the URL's vhost and the user's permissions"
+    if isinstance(exc, OSError):
+        return exc.strerror or str(exc) or type(exc).__name__
+    for inner in (*exc.args, getattr(exc, "exception", None)):  # pika's connector errors keep it as .exception
+        if isinstance(inner, BaseException):
+            return why(inner)
+    return str(exc) or type(exc).__name__
+
+
 @dataclass(frozen=True)
 class EngineUrl:
     """amqp://USER:PASSWORD@HOST[:PORT][/VHOST] — one RabbitMQ node."""
@@ -165,7 +179,7 @@ class AmqpTransport:
                 attempts = 0
             except (pika.exceptions.AMQPError, OSError) as exc:
                 attempts += 1
-                log.warning("RabbitMQ node unreachable or lost: %s; trying the next", str(exc) or repr(exc),
+                log.warning("RabbitMQ node unreachable or lost: %s; trying the next", why(exc),
                             extra={"ctx": {"node": str(url), "attempt": attempts}})
             finally:
                 self._connected.clear()
@@ -216,6 +230,38 @@ class AmqpTransport:
                                   pika.BasicProperties(delivery_mode=pika.DeliveryMode.Persistent))
             del self._unconfirmed[number]  # confirmed: a blocking channel in confirm mode waits for it
             self._bridge.published(number)
+
+
+@dataclass(frozen=True)
+class NodeCheck:
+    """What `fieldgate cluster check` reports of one RabbitMQ node."""
+
+    node: str
+    reachable: bool
+    queue_declared: bool = False  # fieldgate.inbound exists (a bridge declares it when it connects)
+    consumers: int | None = None  # bridges consuming it (one active, the others waiting: single active consumer)
+    backlog: int | None = None  # inbound messages waiting for a bridge
+    problem: str | None = None
+
+
+def check_node(url: EngineUrl, *, timeout: float = 5.0) -> NodeCheck:
+    """Connect to one node and look at the bridges' inbound queue (without declaring anything)."""
+    params = pika.URLParameters(url.url)
+    params.socket_timeout = params.stack_timeout = timeout
+    params.connection_attempts = 1
+    try:
+        connection = pika.BlockingConnection(params)
+    except (pika.exceptions.AMQPError, OSError) as exc:
+        return NodeCheck(str(url), False, problem=f"unreachable: {why(exc)}")
+    try:
+        declared = connection.channel().queue_declare(INBOUND_QUEUE, passive=True).method
+        return NodeCheck(str(url), True, True, declared.consumer_count, declared.message_count)
+    except pika.exceptions.ChannelClosedByBroker as exc:
+        return NodeCheck(str(url), True, problem=f"{INBOUND_QUEUE}: {exc.reply_text} (a bridge declares it when it "
+                                                 "connects: start one)")
+    finally:
+        if connection.is_open:
+            connection.close()
 
 
 def amqp_transport(urls: list[EngineUrl]) -> TransportFactory:
