@@ -293,6 +293,9 @@ def test_a_couriers_active_orders_are_retained_for_a_reconnecting_phone(gw, peer
     terminal.publish(f"couriers/{courier}/status", {"order_id": wanted[0], "status": "delivered"})
     [left] = phone.wait_for(f"couriers/{courier}/orders", lambda m: len(m["orders"]) == 1)
     assert left["orders"][0]["order_id"] == wanted[1]
+    phone.publish(f"couriers/{courier}/orders/get", {})  # where no broker retains it, the phone asks
+    *_, again = phone.wait_for(f"couriers/{courier}/orders", lambda m: len(m["orders"]) == 1, count=2)
+    assert again["orders"] == left["orders"]
 
 
 def test_the_active_order_list_is_written_byte_for_byte_as_its_model_would_be(tmp_path):

@@ -75,6 +75,21 @@ def test_cluster_check_shows_each_node_the_bridges_queue_and_who_consumes_it(rab
     assert table.returncode == 0 and "RabbitMQ nodes" in table.stdout, table.stdout + table.stderr
 
 
+@pytest.mark.rabbitmq
+def test_on_rabbitmq_a_phone_asks_for_its_active_orders_since_nothing_is_retained(rabbitmq, spawn, peers, ids):
+    bridge = spawn("--engine", rabbitmq.amqp_url, command="bridge", ready="fieldgate bridge ready")
+    bridge.wait_log("bridge connected to RabbitMQ")
+    oid, courier = ids("A"), ids("c")
+    ordersys = peers(rabbitmq.mqtt_port, subscribe=("ordersys/acks",))
+    ordersys.publish("orders/in", order(order_id=oid, courier_id=courier))
+    ordersys.wait_for("ordersys/acks", lambda a: a["order_id"] == oid and a["kind"] == "assigned")
+    phone = peers(rabbitmq.mqtt_port, subscribe=(f"couriers/{courier}/orders", f"couriers/{courier}/errors"))
+    phone.publish(f"couriers/{courier}/orders/get", {})
+    [mine] = phone.wait_for(f"couriers/{courier}/orders")
+    assert [o["order_id"] for o in mine["orders"]] == [oid]
+    assert len(phone.on(f"couriers/{courier}/orders")) == 1  # RabbitMQ kept no retained list: only the answer
+
+
 def killed_bridge_loses_nothing(engine: tuple[str, str], port: int, spawn, peers, ids, tmp_path) -> None:
     """Orders published while the bridge is dead, or in flight when it is SIGKILLed, are all in SQLite after it
     comes back: its broker holds them until the bridge acknowledges them, after its commit."""

@@ -37,6 +37,7 @@ from gateway.core.lifecycle import Outcome, Outgoing
 from gateway.core.models import (
     Ack,
     CourierLocation,
+    CourierOrdersRequest,
     DeviceEvent,
     FieldProblem,
     Fix,
@@ -319,6 +320,10 @@ class Gateway:
             case Kind.open_orders:
                 assert route.shop_id is not None
                 return self._open_orders(route.shop_id, parse(OpenOrdersRequest, payload, max_bytes=limit), now)
+            case Kind.courier_orders:
+                assert route.courier_id is not None
+                parse(CourierOrdersRequest, payload, max_bytes=limit)
+                return [self.dispatch.courier_orders(route.courier_id, now)]
             case Kind.status:
                 assert route.courier_id is not None
                 update = parse(StatusUpdate, payload, max_bytes=limit)

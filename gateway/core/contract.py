@@ -43,6 +43,7 @@ class Kind(StrEnum):
     order = "order"
     command = "command"
     open_orders = "open_orders"
+    courier_orders = "courier_orders"
     receipt = "receipt"
     status = "status"
     gps = "gps"
@@ -115,6 +116,9 @@ TOPICS: tuple[Topic, ...] = (
           publish=(_C,), kind=Kind.status, errors=_COURIER_ERRORS),
     Topic("couriers/{courier_id}/gps", True, "location", "a GPS fix, OwnTracks' format",
           publish=(_C,), kind=Kind.gps, errors=_COURIER_ERRORS),
+    Topic("couriers/{courier_id}/orders/get", True, "courier-orders-request", "ask for the courier's active orders "
+          "(where no broker keeps them retained: RabbitMQ)", publish=(_C,), kind=Kind.courier_orders,
+          errors=_COURIER_ERRORS),
     Topic("couriers/{courier_id}/presence", True, "presence", "online at connect, its will says offline",
           publish=(_C,), kind=Kind.presence, errors=_COURIER_ERRORS, retained=True),
     Topic("owntracks/{courier_id}/{device}", True, "location", "the OwnTracks app's own topic",
@@ -160,8 +164,8 @@ TOPICS: tuple[Topic, ...] = (
     Topic("couriers/{courier_id}/tasks", False, "task", "work for the courier, each with a `msg_id`",
           read=(_C,)),
     Topic(_COURIER_ERRORS, False, "rejection", "why a courier's message was refused", read=(_C,)),
-    Topic("couriers/{courier_id}/orders", False, "courier-orders", "the courier's active orders", read=(_C,),
-          retained=True),
+    Topic("couriers/{courier_id}/orders", False, "courier-orders", "the courier's active orders, at every change "
+          "and answering orders/get", read=(_C,), retained=True),
     Topic("couriers/{courier_id}/sync", False, "sync", "tasks one of the courier's devices marked read",
           read=(_C,)),
     Topic("couriers/{courier_id}/location", False, "courier-location", "the courier's newest fix",

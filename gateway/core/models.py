@@ -337,9 +337,15 @@ class CourierOrder(_Out):
     eta_at: AwareDatetime | None = None
 
 
+class CourierOrdersRequest(_Strict):
+    """On `couriers/{courier_id}/orders/get`: a phone (re)connecting asks for its active orders. Where the broker
+    keeps the retained list (the embedded one) it already has them; RabbitMQ keeps none for the gateway's publishes.
+    An empty object."""
+
+
 class CourierOrders(_Out):
     """Retained on `couriers/{courier_id}/orders`: the courier's active orders, so a phone that reconnects (or a
-    second device) sees its work at once."""
+    second device) sees its work at once; also the answer to `couriers/{courier_id}/orders/get`."""
 
     courier_id: str
     orders: list[CourierOrder]
@@ -584,6 +590,7 @@ SCHEMAS: dict[str, type[BaseModel]] = {
     "open-orders-request": OpenOrdersRequest,
     "open-orders": OpenOrders,
     "courier-orders": CourierOrders,
+    "courier-orders-request": CourierOrdersRequest,
     "sync": Sync,
     "notice": Notice,
     "chat-in": ChatIn,
