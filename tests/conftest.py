@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import itertools
 import json
 import os
+import random
 import re
 import shutil
 import signal
@@ -311,6 +313,20 @@ class RabbitMQ:
 BRIDGE_SECRET = "a long secret"
 
 
+def _quiet_port() -> int:
+    """A free port below Linux's ephemeral range (32768-60999): RabbitMQ takes seconds to open its listeners, and a
+    port from `free_port` may meanwhile become some connection's source port or another test's listener."""
+    for _ in range(1000):
+        port = random.randrange(20000, 32000)
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise AssertionError("no free port between 20000 and 32000")
+
+
 def _rabbitmq_users() -> dict[str, Any]:
     """RabbitMQ definitions: `guest` (what anonymous MQTT clients act as) may do anything; the bridge's user has the
     permissions the README gives it, read from the README's own command."""
@@ -342,7 +358,7 @@ def rabbitmq() -> Iterator[RabbitMQ]:
             pytest.fail("RabbitMQ is not installed; .ci/run installs Debian's rabbitmq-server package")
         pytest.skip("RabbitMQ is not installed (apt-get install rabbitmq-server)")
     folder = Path(tempfile.mkdtemp(prefix="fieldgate-rabbitmq-"))
-    amqp, mqtt, dist, epmd = (free_port() for _ in range(4))
+    amqp, mqtt, dist, epmd = (_quiet_port() for _ in range(4))
     conf = (ROOT / "contrib" / "rabbitmq.conf").read_text()  # the README's, with test listeners and anonymity
     for documented, here in [("listeners.tcp.default = 5672", f"listeners.tcp.1 = 127.0.0.1:{amqp}"),
                              ("mqtt.listeners.tcp.default = 1883", f"mqtt.listeners.tcp.1 = 127.0.0.1:{mqtt}"),
@@ -366,7 +382,8 @@ def rabbitmq() -> Iterator[RabbitMQ]:
         assert proc.poll() is None, "RabbitMQ did not start:\n" + output.read_text(errors="replace")[-3000:]
         yield RabbitMQ(f"amqp://fieldgate-bridge:{BRIDGE_SECRET}@127.0.0.1:{amqp}/%2F", mqtt)
     finally:
-        os.killpg(proc.pid, signal.SIGKILL)
+        with contextlib.suppress(ProcessLookupError):  # gone already if it failed to start
+            os.killpg(proc.pid, signal.SIGKILL)
         proc.wait(DEADLINE)
         subprocess.run(["epmd", "-port", str(epmd), "-kill"], capture_output=True, env=env)
         shutil.rmtree(folder, ignore_errors=True)
