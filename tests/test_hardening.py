@@ -364,6 +364,23 @@ def test_a_restarting_shop_terminal_fetches_its_open_orders(gateway, peers, ids)
     assert [o["order_id"] for o in rest["orders"]] == sorted(wanted)[2:] and rest["more"] is False
 
 
+def test_a_shop_terminal_asks_for_one_of_its_orders_state_and_not_another_shops(gateway, peers, ids):
+    shop, other, courier = ids("shop"), ids("other"), ids("c")
+    mine, theirs = ids("M"), ids("T")
+    terminal = peers(gateway.port, subscribe=("ordersys/acks", f"shops/{shop}/errors"))
+    terminal.publish("orders/in", order(order_id=mine, shop_id=shop, courier_id=courier))
+    terminal.publish("orders/in", order(order_id=theirs, shop_id=other, courier_id=courier))
+    terminal.wait_for("ordersys/acks", lambda a: a["order_id"] == theirs and a["kind"] == "accepted")
+    terminal.subscribe(f"orders/{mine}/state")
+    terminal.publish(f"shops/{shop}/state/get", {"order_id": mine})
+    answers = terminal.wait_for(f"orders/{mine}/state", count=2)  # the retained one, then the answer
+    assert answers[-1]["order_id"] == mine and answers[-1]["status"] == "assigned"
+    assert answers[-1]["courier_id"] == courier
+    terminal.publish(f"shops/{shop}/state/get", {"order_id": theirs})
+    [refused] = terminal.wait_for(f"shops/{shop}/errors")
+    assert f"order {theirs} is unknown" in refused["reason"]  # another shop's order is not even said to exist
+
+
 # ---------------------------------------------------------------- 11. errors: one clear line each
 
 

@@ -100,7 +100,8 @@ PUBLISH_CANDIDATES = [
     "couriers/c7/chat/in", "couriers/c8/chat/in", "couriers/c7/chat/read", "couriers/c7/media/A1/proof_of_delivery",
     "couriers/c8/media/A1/chat", "shops/rose/chat/in", "shops/tulip/chat/in", "shops/rose/media/A1/packed",
     "shops/rose/chat/history/get", "ordersys/chat/in", "ordersys/ratings/in", "ordersys/chat/history/get",
-    "customers/A1/chat", "couriers/c7/orders/get", "couriers/c8/orders/get",
+    "customers/A1/chat", "couriers/c7/orders/get", "couriers/c8/orders/get", "shops/rose/state/get",
+    "shops/tulip/state/get",
 ]
 SUBSCRIBE_CANDIDATES = [
     "couriers/c7/tasks", "couriers/c7/errors", "couriers/c8/tasks", "couriers/+/tasks", "couriers/c7/#",
@@ -115,7 +116,8 @@ ALLOWED_PUBLISH = {
     "c7-phone": {"couriers/c7/status", "couriers/c7/receipts", "couriers/c7/gps", "couriers/c7/presence",
                  "owntracks/c7/phone", "owntracks/c7/phone/event", "couriers/c7/chat/in", "couriers/c7/chat/read",
                  "couriers/c7/media/A1/proof_of_delivery", "couriers/c7/orders/get"},
-    "rose-terminal": {"shops/rose/commands", "shops/rose/open/get", "shops/rose/chat/in", "shops/rose/media/A1/packed",
+    "rose-terminal": {"shops/rose/state/get", "shops/rose/commands", "shops/rose/open/get", "shops/rose/chat/in",
+                      "shops/rose/media/A1/packed",
                       "shops/rose/chat/history/get"},
     "erp": {"orders/in", "ordersys/chat/in", "ordersys/ratings/in", "ordersys/chat/history/get"},
     "ops": {"operator/commands"},

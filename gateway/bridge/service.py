@@ -45,6 +45,7 @@ from gateway.core.models import (
     OpenOrders,
     OpenOrdersRequest,
     Order,
+    OrderStateRequest,
     OrderView,
     Presence,
     Receipt,
@@ -320,6 +321,12 @@ class Gateway:
             case Kind.open_orders:
                 assert route.shop_id is not None
                 return self._open_orders(route.shop_id, parse(OpenOrdersRequest, payload, max_bytes=limit), now)
+            case Kind.order_state:
+                record = self._order(parse(OrderStateRequest, payload, max_bytes=limit).order_id, None,
+                                     shop_id=route.shop_id)
+                # Not retained: a finished order's retained state was cleared, and must stay so.
+                state = record.state().model_dump_json().encode()
+                return [Outgoing(contract.order_state_topic(record.order_id), state)]
             case Kind.courier_orders:
                 assert route.courier_id is not None
                 parse(CourierOrdersRequest, payload, max_bytes=limit)
@@ -374,9 +381,11 @@ class Gateway:
             self.store.add_tracking(record.order_id, nonce, tracking.digest(token), now)
         return tracking.url(self.public_url, tracking.token(self.key, record.order_id, nonce))
 
-    def _order(self, order_id: str, msg_id: str | None) -> lifecycle.OrderRecord:
+    def _order(self, order_id: str, msg_id: str | None, *, shop_id: str | None = None) -> lifecycle.OrderRecord:
+        """The order, or UnknownOrder; with `shop_id`, another shop's order is unknown too (not even its existence
+        is told)."""
         record = self.store.get_order(order_id)
-        if record is None:
+        if record is None or (shop_id is not None and record.order.shop_id != shop_id):
             raise UnknownOrder(
                 f"order {order_id} is unknown to the gateway",
                 hint="Check the order_id; an order exists once the order system published it on orders/in.",

@@ -44,6 +44,7 @@ class Kind(StrEnum):
     command = "command"
     open_orders = "open_orders"
     courier_orders = "courier_orders"
+    order_state = "order_state"
     receipt = "receipt"
     status = "status"
     gps = "gps"
@@ -107,6 +108,9 @@ TOPICS: tuple[Topic, ...] = (
           publish=(_S,), kind=Kind.command, errors=_SHOP_ERRORS),
     Topic("shops/{shop_id}/open/get", True, "open-orders-request", "ask for the shop's open orders",
           publish=(_S,), kind=Kind.open_orders, errors=_SHOP_ERRORS),
+    Topic("shops/{shop_id}/state/get", True, "order-state-request", "ask for one of the shop's orders' state "
+          "(answered on orders/{order_id}/state, not retained)", publish=(_S,), kind=Kind.order_state,
+          errors=_SHOP_ERRORS),
     Topic(OPERATOR_COMMANDS, True, "shop-command", "an operator's command on any shop's order "
           "(`fieldgate orders assign|packed|cancel` uses the same path)",
           publish=(_P,), kind=Kind.command, errors=OPERATOR_ERRORS),
@@ -170,7 +174,8 @@ TOPICS: tuple[Topic, ...] = (
           read=(_C,)),
     Topic("couriers/{courier_id}/location", False, "courier-location", "the courier's newest fix",
           retained=True),
-    Topic("orders/{order_id}/state", False, "order-state", "where an order is (a shop reads only its own)",
+    Topic("orders/{order_id}/state", False, "order-state", "where an order is, at every change and answering a "
+          "shop's state/get (a shop reads only its own)",
           read=(_S,), retained=True),
     Topic(OPERATOR_ERRORS, False, "rejection", "why an operator's command was refused", read=(_P,)),
     Topic(ORDERSYS_NOTICES, False, "notice", "a message for a customer, to send by SMS or app push", read=(_O,)),

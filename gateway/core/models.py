@@ -337,6 +337,13 @@ class CourierOrder(_Out):
     eta_at: AwareDatetime | None = None
 
 
+class OrderStateRequest(_Strict):
+    """On `shops/{shop_id}/state/get`: a terminal asks where one of its orders is (status, courier, location, ETA),
+    answered on `orders/{order_id}/state`; RabbitMQ keeps no retained states for the gateway's publishes."""
+
+    order_id: Id
+
+
 class CourierOrdersRequest(_Strict):
     """On `couriers/{courier_id}/orders/get`: a phone (re)connecting asks for its active orders. Where the broker
     keeps the retained list (the embedded one) it already has them; RabbitMQ keeps none for the gateway's publishes.
@@ -591,6 +598,7 @@ SCHEMAS: dict[str, type[BaseModel]] = {
     "open-orders": OpenOrders,
     "courier-orders": CourierOrders,
     "courier-orders-request": CourierOrdersRequest,
+    "order-state-request": OrderStateRequest,
     "sync": Sync,
     "notice": Notice,
     "chat-in": ChatIn,
