@@ -181,6 +181,9 @@ class AmqpTransport:
                 attempts += 1
                 log.warning("RabbitMQ node unreachable or lost: %s; trying the next", why(exc),
                             extra={"ctx": {"node": str(url), "attempt": attempts}})
+            except Exception:  # not the network: still never leave the bridge without a connection
+                attempts += 1
+                log.exception("RabbitMQ connection failed; trying the next node", extra={"ctx": {"node": str(url)}})
             finally:
                 self._connected.clear()
                 self._connection = None
