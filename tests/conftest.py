@@ -372,7 +372,9 @@ def rabbitmq() -> Iterator[RabbitMQ]:
     env = {**os.environ, "HOME": str(folder), "RABBITMQ_CONFIG_FILE": str(folder / "rabbitmq.conf"),
            "RABBITMQ_ENABLED_PLUGINS_FILE": str(folder / "enabled_plugins"), "RABBITMQ_MNESIA_BASE": str(folder / "db"),
            "RABBITMQ_LOG_BASE": str(folder / "log"), "RABBITMQ_NODENAME": f"fieldgate{amqp}@localhost",
-           "RABBITMQ_DIST_PORT": str(dist), "ERL_EPMD_PORT": str(epmd), "RABBITMQ_PID_FILE": str(folder / "pid")}
+           "RABBITMQ_DIST_PORT": str(dist), "ERL_EPMD_PORT": str(epmd), "ERL_EPMD_ADDRESS": "127.0.0.1",
+           "RABBITMQ_PID_FILE": str(folder / "pid"),
+           "RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS": "-kernel inet_dist_use_interface {127,0,0,1}"}  # loopback only
     output = folder / "output"
     with output.open("wb") as out:
         proc = subprocess.Popen([str(server)], env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
@@ -385,7 +387,10 @@ def rabbitmq() -> Iterator[RabbitMQ]:
         with contextlib.suppress(ProcessLookupError):  # gone already if it failed to start
             os.killpg(proc.pid, signal.SIGKILL)
         proc.wait(DEADLINE)
-        subprocess.run(["epmd", "-port", str(epmd), "-kill"], capture_output=True, env=env)
+        # The port mapper refuses to stop while the dying node is still registered with it: ask until it has.
+        eventually(lambda: b"not allowed" not in subprocess.run(["epmd", "-port", str(epmd), "-kill"],
+                                                                capture_output=True, env=env).stdout,
+                   "RabbitMQ's port mapper stopped")
         shutil.rmtree(folder, ignore_errors=True)
 
 
