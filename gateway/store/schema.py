@@ -19,6 +19,8 @@ from dataclasses import dataclass
 
 import sqlite_utils
 
+from gateway.store import sqlite
+
 SCHEMA_VERSION = 6
 
 ColumnType = type[str] | type[int] | type[float] | type[bytes]
@@ -148,11 +150,7 @@ def migrate_sqlite(db: sqlite_utils.Database, tables: tuple[Table, ...] = TABLES
                           not_null={c.name for c in t.columns if c.not_null},
                           defaults={c.name: c.default for c in t.columns if c.default is not None},
                           if_not_exists=True)
-        have = {c.name for c in db[t.name].columns}
-        for c in t.columns:
-            if c.name not in have:
-                constraint = "" if c.default is None else f" {'NOT NULL ' if c.not_null else ''}DEFAULT {c.default!r}"
-                db.execute(f"ALTER TABLE {t.name} ADD COLUMN {c.name} {_SQLITE_TYPES[c.type]}{constraint}")
+        sqlite.add_missing_columns(db, t.name, {c.name: (_SQLITE_TYPES[c.type], c.default) for c in t.columns})
         for ix in t.indexes:
             db[t.name].create_index(list(ix.columns), unique=ix.unique, if_not_exists=True)
 
