@@ -21,6 +21,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +29,11 @@ import paho.mqtt.client as paho
 import pytest
 import yaml
 from paho.mqtt.enums import CallbackAPIVersion
+
+from gateway.core.geo import offset
+from gateway.core.models import Courier, Shop
+from gateway.store.queries import Queries
+from gateway.store.tables import Store, db_path
 
 ROOT = Path(__file__).resolve().parent.parent
 DEADLINE = 15.0  # seconds any single wait may take before a test fails
@@ -564,3 +570,81 @@ def recv_exactly(sock: Any, n: int) -> bytes:
             break
         data += chunk
     return data
+
+
+# ---------------------------------------------------------------- shared by several test files
+
+
+def keys(model: type, prefix: str = "") -> list[str]:
+    out = []
+    for name, info in model.model_fields.items():
+        sub = info.annotation
+        if isinstance(sub, type) and hasattr(sub, "model_fields"):
+            out += keys(sub, f"{prefix}{name}.")
+        else:
+            out.append(f"{prefix}{name}")
+    return out
+
+
+SHOP = (31.2304, 121.4737)
+
+
+DOOR = offset(*SHOP, 3000, 0)  # the customer: 3 km north of the shop
+
+
+def register(gw: GatewayProcess, shop: str, couriers: dict[str, str], **rule: Any) -> None:
+    """Register a shop and its couriers in the running gateway's store (what `fieldgate shops add` and
+    `fieldgate couriers add` write; test_the_registry_is_changed_from_the_cli_without_a_restart runs those)."""
+    store = Store(db_path(gw.data_dir))
+    try:
+        with store.transaction():
+            store.put_shop(Shop(shop_id=shop, name=f"Shop {shop}", lat=SHOP[0], lon=SHOP[1], **rule), datetime.now(UTC))
+            for courier_id, name in couriers.items():
+                store.put_courier(Courier(courier_id=courier_id, name=name, shops=[shop], phone="+8613900001111"))
+    finally:
+        store.close()
+
+
+def at(north_m: float, east_m: float = 0, *, ago: float = 0, vel: float | None = None) -> dict[str, Any]:
+    lat, lon = offset(*SHOP, north_m, east_m)
+    fix = {"_type": "location", "lat": lat, "lon": lon, "tst": int(datetime.now(UTC).timestamp() - ago)}
+    return fix | ({"vel": vel} if vel is not None else {})
+
+
+def shop_order(oid: str, shop: str, **changes: Any) -> dict[str, Any]:
+    return order(**{"order_id": oid, "shop_id": shop, "courier_id": None,
+                    "address": {"text": "Moon Bay 7", "lat": DOOR[0], "lon": DOOR[1]}, **changes})
+
+
+JPEG = b"\xff\xd8\xff\xe0\x00\x10JFIF\x00\x01" + bytes(range(256)) * 8
+
+
+def run_flow(port: int, peers, ids) -> None:
+    """Order → shop + courier task → receipt → delivered ack → status → status ack."""
+    oid, shop, courier = ids("A"), ids("shop"), ids("c")
+    ordersys = peers(port, subscribe=("ordersys/acks",))
+    terminal = peers(port, subscribe=(f"shops/{shop}/orders",))
+    phone = peers(port, subscribe=(f"couriers/{courier}/tasks",))
+
+    ordersys.publish("orders/in", order(order_id=oid, shop_id=shop, courier_id=courier))
+    ordersys.wait_for("ordersys/acks", lambda a: a["order_id"] == oid and a["kind"] == "accepted")
+    terminal.wait_for(f"shops/{shop}/orders", lambda e: e["kind"] == "created")
+    [task] = phone.wait_for(f"couriers/{courier}/tasks")
+    phone.publish(f"couriers/{courier}/receipts", {"msg_ids": [task["msg_id"]]})
+    ordersys.wait_for("ordersys/acks", lambda a: a["order_id"] == oid and a["kind"] == "delivered_to_courier")
+    phone.publish(f"couriers/{courier}/status", {"order_id": oid, "status": "picked_up"})
+    ordersys.wait_for("ordersys/acks", lambda a: a["order_id"] == oid and a["status"] == "picked_up")
+
+
+def store_of(gw: GatewayProcess) -> Queries:
+    return Queries(db_path(gw.data_dir))
+
+
+def barrier(peer: Peer, courier: str) -> None:
+    """Wait until the bridge has processed everything `peer` published so far: one client's messages are
+    handled in order, so the Rejection of a deliberately bad fix comes after all of them.
+    `peer` must already subscribe to couriers/<courier>/errors."""
+    errors = f"couriers/{courier}/errors"
+    seen = len(peer.on(errors))
+    peer.publish(f"couriers/{courier}/gps", {"_type": "location", "barrier": True})
+    peer.wait_for(errors, count=seen + 1)

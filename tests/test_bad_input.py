@@ -6,8 +6,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from conftest import order
-from test_flow import store_of
+from conftest import order, store_of
 
 C = "badc"  # the courier and shop of these cases; order ids are unique per case
 

@@ -9,8 +9,7 @@ from typing import Any
 
 import pytest
 import typer
-from conftest import ROOT, fieldgate, fix, order
-from test_flow import barrier
+from conftest import ROOT, barrier, fieldgate, fix, order
 
 from cli.main import app, run
 from gateway.core.models import SCHEMAS

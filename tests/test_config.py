@@ -7,21 +7,10 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import ROOT
+from conftest import ROOT, keys
 
 from gateway.config import Settings, load_settings
 from gateway.errors import ConfigError
-
-
-def keys(model: type, prefix: str = "") -> list[str]:
-    out = []
-    for name, field in model.model_fields.items():
-        sub = field.annotation
-        if isinstance(sub, type) and hasattr(sub, "model_fields"):
-            out += keys(sub, f"{prefix}{name}.")
-        else:
-            out.append(f"{prefix}{name}")
-    return out
 
 
 def flatten(data: dict, prefix: str = "") -> list[str]:

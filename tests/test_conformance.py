@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import threading
 
-from conftest import DEADLINE, Peer, raw_connect, recv_exactly
-from test_external_broker import run_flow
+from conftest import DEADLINE, Peer, raw_connect, recv_exactly, run_flow
 
 from gateway.broker.codec import encode_publish, remaining_length
 

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import GatewayProcess, Peer, eventually, fieldgate, launch, order
+from conftest import JPEG, GatewayProcess, Peer, eventually, fieldgate, launch, order
 
 from gateway.bridge.service import Gateway, Inbound
 from gateway.config import Settings
@@ -23,7 +23,6 @@ from gateway.store.media import MediaFiles
 from gateway.store.queries import Queries
 from gateway.store.tables import Store, db_path
 
-JPEG = b"\xff\xd8\xff\xe0\x00\x10JFIF\x00\x01" + bytes(range(256)) * 8
 PNG = b"\x89PNG\r\n\x1a\n" + b"\x00" * 64
 OPUS = b"OggS\x00\x02" + b"\x00" * 22 + b"OpusHead" + b"\x01" * 32
 M4A = b"\x00\x00\x00\x20ftypM4A \x00\x00\x00\x00" + b"\x00" * 32

@@ -9,17 +9,15 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from conftest import GatewayProcess, Peer, fieldgate, launch, order
+from conftest import SHOP, GatewayProcess, Peer, at, fieldgate, launch, order, register, shop_order
 
 from gateway.bridge.service import Gateway, Inbound
 from gateway.config import Settings
 from gateway.core.geo import offset
-from gateway.core.models import Courier, CourierOrder, CourierOrders, Shop
+from gateway.core.models import CourierOrder, CourierOrders
 from gateway.store.queries import Queries
 from gateway.store.tables import Store, db_path
 
-SHOP = (31.2304, 121.4737)
-DOOR = offset(*SHOP, 3000, 0)  # the customer: 3 km north of the shop
 TIMERS = {"assignment": {"alert_after_seconds": 2, "accept_timeout_seconds": 2},
           "changes": {"confirm_timeout_seconds": 2}, "bridge": {"task_retry_seconds": 30}}
 
@@ -31,25 +29,6 @@ def gw(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayProcess]:
     gateway.kill()
 
 
-def register(gw: GatewayProcess, shop: str, couriers: dict[str, str], **rule: Any) -> None:
-    """Register a shop and its couriers in the running gateway's store (what `fieldgate shops add` and
-    `fieldgate couriers add` write; test_the_registry_is_changed_from_the_cli_without_a_restart runs those)."""
-    store = Store(db_path(gw.data_dir))
-    try:
-        with store.transaction():
-            store.put_shop(Shop(shop_id=shop, name=f"Shop {shop}", lat=SHOP[0], lon=SHOP[1], **rule), datetime.now(UTC))
-            for courier_id, name in couriers.items():
-                store.put_courier(Courier(courier_id=courier_id, name=name, shops=[shop], phone="+8613900001111"))
-    finally:
-        store.close()
-
-
-def at(north_m: float, east_m: float = 0, *, ago: float = 0, vel: float | None = None) -> dict[str, Any]:
-    lat, lon = offset(*SHOP, north_m, east_m)
-    fix = {"_type": "location", "lat": lat, "lon": lon, "tst": int(datetime.now(UTC).timestamp() - ago)}
-    return fix | ({"vel": vel} if vel is not None else {})
-
-
 def online(gw: GatewayProcess, peers: Callable[..., Peer], courier: str, north_m: float, east_m: float = 0) -> Peer:
     """A courier's phone: online, a fresh fix at that place, listening to its tasks, errors and orders."""
     phone = peers(gw.port, subscribe=(f"couriers/{courier}/tasks", f"couriers/{courier}/errors",
@@ -58,11 +37,6 @@ def online(gw: GatewayProcess, peers: Callable[..., Peer], courier: str, north_m
     phone.publish(f"couriers/{courier}/gps", at(north_m, east_m, ago=5))  # later fixes of a test are newer
     gw.wait_log(f"courier presence courier_id={courier} online=True")
     return phone
-
-
-def shop_order(oid: str, shop: str, **changes: Any) -> dict[str, Any]:
-    return order(**{"order_id": oid, "shop_id": shop, "courier_id": None,
-                    "address": {"text": "Moon Bay 7", "lat": DOOR[0], "lon": DOOR[1]}, **changes})
 
 
 def watcher(gw: GatewayProcess, peers: Callable[..., Peer], shop: str) -> Peer:

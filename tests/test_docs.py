@@ -11,8 +11,7 @@ import sys
 from datetime import UTC, datetime
 
 import httpx
-from conftest import ROOT, _accepts, eventually, free_port
-from test_config import keys
+from conftest import ROOT, _accepts, eventually, free_port, keys
 
 from gateway.config import Settings
 from gateway.core.acl import USER_ROLES, Identity, patterns

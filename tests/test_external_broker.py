@@ -7,30 +7,13 @@ from __future__ import annotations
 import json
 
 import pytest
-from conftest import fieldgate, free_port, order
+from conftest import fieldgate, free_port, order, run_flow
 from hypothesis import given
 from hypothesis import strategies as st
 
 from gateway.bridge.amqp import mqtt_topic, routing_key
 from gateway.store.queries import Queries
 from gateway.store.tables import db_path
-
-
-def run_flow(port: int, peers, ids) -> None:
-    """Order → shop + courier task → receipt → delivered ack → status → status ack."""
-    oid, shop, courier = ids("A"), ids("shop"), ids("c")
-    ordersys = peers(port, subscribe=("ordersys/acks",))
-    terminal = peers(port, subscribe=(f"shops/{shop}/orders",))
-    phone = peers(port, subscribe=(f"couriers/{courier}/tasks",))
-
-    ordersys.publish("orders/in", order(order_id=oid, shop_id=shop, courier_id=courier))
-    ordersys.wait_for("ordersys/acks", lambda a: a["order_id"] == oid and a["kind"] == "accepted")
-    terminal.wait_for(f"shops/{shop}/orders", lambda e: e["kind"] == "created")
-    [task] = phone.wait_for(f"couriers/{courier}/tasks")
-    phone.publish(f"couriers/{courier}/receipts", {"msg_ids": [task["msg_id"]]})
-    ordersys.wait_for("ordersys/acks", lambda a: a["order_id"] == oid and a["kind"] == "delivered_to_courier")
-    phone.publish(f"couriers/{courier}/status", {"order_id": oid, "status": "picked_up"})
-    ordersys.wait_for("ordersys/acks", lambda a: a["order_id"] == oid and a["status"] == "picked_up")
 
 
 @pytest.mark.mosquitto

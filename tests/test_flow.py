@@ -2,24 +2,7 @@
 
 from __future__ import annotations
 
-from conftest import GatewayProcess, Peer, fix, order, raw_connect
-
-from gateway.store.queries import Queries
-from gateway.store.tables import db_path
-
-
-def store_of(gw: GatewayProcess) -> Queries:
-    return Queries(db_path(gw.data_dir))
-
-
-def barrier(peer: Peer, courier: str) -> None:
-    """Wait until the bridge has processed everything `peer` published so far: one client's messages are
-    handled in order, so the Rejection of a deliberately bad fix comes after all of them.
-    `peer` must already subscribe to couriers/<courier>/errors."""
-    errors = f"couriers/{courier}/errors"
-    seen = len(peer.on(errors))
-    peer.publish(f"couriers/{courier}/gps", {"_type": "location", "barrier": True})
-    peer.wait_for(errors, count=seen + 1)
+from conftest import Peer, barrier, fix, order, raw_connect, store_of
 
 
 def test_order_is_stored_acked_and_routed_to_shop_courier_and_retained_state(gateway, peers, ids):

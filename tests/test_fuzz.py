@@ -7,10 +7,9 @@ import itertools
 import json
 
 import pytest
-from conftest import Peer, order
+from conftest import Peer, order, store_of
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from test_flow import store_of
 
 INBOUND = ["orders/in", "shops/fz/commands", "couriers/fz/status", "couriers/fz/receipts", "couriers/fz/gps",
            "couriers/fz/presence", "owntracks/fz/phone"]

@@ -14,11 +14,10 @@ from typing import Any
 import gpxpy
 import httpx
 import pytest
-from conftest import ORDER, ROOT, GatewayProcess, eventually, fieldgate, fix, launch, order
+from conftest import JPEG, ORDER, ROOT, GatewayProcess, eventually, fieldgate, fix, launch, order
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from prometheus_client.parser import text_string_to_metric_families
-from test_customers import JPEG
 
 from gateway import schemas
 from gateway.bridge.service import Gateway, Handled, Inbound

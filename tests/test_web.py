@@ -19,10 +19,8 @@ from typing import Any
 
 import httpx
 import pytest
-from conftest import GatewayProcess, Peer, launch
+from conftest import JPEG, GatewayProcess, Peer, at, launch, register, shop_order
 from playwright.sync_api import Browser, Page, expect, sync_playwright
-from test_customers import JPEG
-from test_dispatch import at, register, shop_order
 
 from gateway.core.acl import Role
 from gateway.store.queries import Queries
