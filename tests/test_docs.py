@@ -80,3 +80,10 @@ def test_the_readme_webhook_receiver_verifies_what_fieldgate_signs(tmp_path):
     finally:
         receiver.kill()
         receiver.wait()
+
+
+def test_no_test_file_imports_another():
+    """Shared test helpers live in conftest.py (one way to start a gateway, one to run the CLI, …)."""
+    importing = [f"{p.name}: {line}" for p in sorted((ROOT / "tests").glob("test_*.py"))
+                 for line in p.read_text().splitlines() if re.match(r"(from|import) test_\w+", line)]
+    assert importing == []
