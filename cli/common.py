@@ -19,8 +19,9 @@ from rich.table import Table
 from gateway.config import Settings, load_settings
 from gateway.errors import InvalidInput
 from gateway.store import datadir
+from gateway.store.database import location_of
 from gateway.store.queries import Queries
-from gateway.store.tables import Store, db_path
+from gateway.store.tables import Store
 
 console = Console(highlight=False)
 errors = Console(stderr=True, highlight=False, soft_wrap=True)
@@ -69,12 +70,12 @@ def where() -> str | None:
 
 def read_store(s: Settings) -> Queries:
     """The gateway's database, read-only: safe while `fieldgate serve` writes it; never creates a file."""
-    return Queries(db_path(s.data_dir))
+    return Queries(location_of(s))
 
 
 def write_store(s: Settings, *, init: bool = False) -> Store:
     """The gateway's database for writing; a missing one is created only with --init."""
-    return Store(db_path(s.data_dir), synchronous=s.storage.synchronous.upper(), create=init)
+    return Store(location_of(s), synchronous=s.storage.synchronous.upper(), create=init)
 
 
 def gateway_pid(s: Settings) -> str | None:

@@ -84,7 +84,7 @@ def tail_cmd(
     for row in past:
         console.print(line(row))
     seen = {source: max([head] + [r["id"] for r in past if r["source"] == source]) for source, head in heads.items()}
-    console.print(f"[dim]following {escape(str(store.path))}; Ctrl-C stops[/]")
+    console.print(f"[dim]following {escape(store.where)}; Ctrl-C stops[/]")
     try:
         while True:
             for row in store.feed(seen, **filters):

@@ -50,7 +50,7 @@ def _items(order: dict[str, Any]) -> str:
 def _order(store: Queries, order_id: str) -> OrderRecord:
     record = store.get_order(order_id)
     if record is None:
-        raise StoreError(f"no order {order_id!r} in {store.path}", hint="List orders with `fieldgate orders list`.")
+        raise StoreError(f"no order {order_id!r} in {store.where}", hint="List orders with `fieldgate orders list`.")
     return record
 
 

@@ -69,9 +69,10 @@ def bridge_cmd(
     logs.setup(s.log_level)
     if engine:
         from gateway.bridge.amqp import EngineUrl, amqp_transport
+        from gateway.server import partition_ownership
 
         urls = [EngineUrl.parse(u) for u in engine]
-        run_bridge(s, amqp_transport(urls), ", ".join(map(str, urls)))
+        run_bridge(s, amqp_transport(urls, partition_ownership(s)), ", ".join(map(str, urls)))
     else:
         from gateway.bridge.worker import over_mqtt
 

@@ -63,7 +63,7 @@ def add_cmd(
         raise UserError(f"unknown role {role!r}", hint=f"Use one of: {', '.join(USER_ROLES)}.") from None
     store = write_store(settings(config, data_dir, verbose), init=init)
     user = store.users.add(name, role_value, user_id, _password(password_stdin))
-    console.print(f"added {user.name} ({user.role}, id {user.id}) to {store.path}")
+    console.print(f"added {user.name} ({user.role}, id {user.id}) to {store.where}")
 
 
 @app.command("list")

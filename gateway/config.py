@@ -3,7 +3,7 @@
 `Settings` mirrors broker.yaml key for key; its defaults are the embedded defaults, and
 tests/test_config.py fails if the checked-in broker.yaml or docs/config.md disagree with them.
 Precedence, highest first: command-line flags, environment (FIELDGATE_CONFIG,
-FIELDGATE_DATA_DIR), the config file, these defaults.
+FIELDGATE_DATA_DIR, FIELDGATE_STORAGE_URL), the config file, these defaults.
 
 Where things are, resolved once here and never from the working directory alone:
 
@@ -31,6 +31,7 @@ from gateway.errors import ConfigError
 
 CONFIG_ENV = "FIELDGATE_CONFIG"
 DATA_DIR_ENV = "FIELDGATE_DATA_DIR"
+STORAGE_URL_ENV = "FIELDGATE_STORAGE_URL"
 DEFAULT_CONFIG_NAME = "broker.yaml"
 SYSTEM_CONFIG = Path("/etc/fieldgate") / DEFAULT_CONFIG_NAME
 
@@ -173,6 +174,15 @@ class StorageSettings(_Section):
     data_dir: Path = Path("data")
     synchronous: Literal["full", "normal"] = "full"
     retention_days: int = Field(default=180, ge=0)
+    url: str | None = None
+
+    @field_validator("url")
+    @classmethod
+    def _postgresql(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("postgresql://", "postgres://")):
+            raise ValueError("must be a postgresql:// URL (postgresql://USER:PASSWORD@HOST:5432/DATABASE); "
+                             "leave it out for the SQLite file in data_dir")
+        return value
 
 
 class Settings(_Section):
@@ -263,6 +273,11 @@ def load_settings(
     else:
         data_dir, origin = user_data_dir(), "default for a user with no broker.yaml ($XDG_DATA_HOME/fieldgate)"
     storage = storage.model_copy(update={"data_dir": data_dir.absolute()})
+    if url := os.environ.get(STORAGE_URL_ENV):
+        try:
+            storage = StorageSettings.model_validate({**storage.model_dump(), "url": url})
+        except ValidationError as exc:
+            raise ConfigError(f"${STORAGE_URL_ENV}: {_problems(exc)}") from exc
     try:
         mqtt = MqttListener.model_validate({**settings.mqtt.model_dump(),
                                             **({} if port is None else {"port": port}),

@@ -3,7 +3,9 @@
     FieldgateError                  anything fieldgate reports on purpose; has .hint
     ├── ConfigError                 broker.yaml or a command-line override is wrong
     ├── InvalidInput                a command's arguments do not make a valid shop, courier, …
-    ├── StoreError                  the SQLite file is missing, locked or not ours
+    ├── StoreError                  the database (SQLite file or PostgreSQL) is missing, locked or not ours
+    │   └── StoreBusy               the work may succeed if done again: a conflict with another bridge
+    │                               instance, or the connection to PostgreSQL was lost
     ├── BrokerStartError            the embedded broker could not start (port taken, bad listener)
     ├── HttpStartError              the HTTP listener could not start (port taken, bad TLS files)
     ├── TransportError              the bridge could not reach or talk to an MQTT broker
@@ -24,7 +26,8 @@ the bridge turns a `Rejected` into a Rejection payload on the sender's errors to
 answers it as an RFC 9457 problem with the status in brackets (`gateway.http.problems`).
 
 `translate` is the one place where the exceptions of the libraries underneath (sqlite3, the OS)
-become errors of this tree; amqtt's are translated where amqtt is used (`gateway.broker.embedded`).
+become errors of this tree; amqtt's are translated where amqtt is used (`gateway.broker.embedded`),
+psycopg's where it is used (`gateway.store.postgres`).
 """
 
 from __future__ import annotations
@@ -57,9 +60,17 @@ class InvalidInput(FieldgateError):
 
 
 class StoreError(FieldgateError):
-    """The SQLite database cannot be opened or used."""
+    """The database cannot be opened or used."""
 
     hint = "Pass --data-dir or set FIELDGATE_DATA_DIR to the directory `fieldgate serve` uses."
+
+
+class StoreBusy(StoreError):
+    """Not a fault of the work: it conflicted with another bridge instance's transaction (a deadlock, a
+    serialization failure) or the database connection was lost. The bridge rolls the batch back and runs it
+    again; nothing is acknowledged meanwhile."""
+
+    hint = "Nothing to do if it passes; if it persists, check that PostgreSQL is up (`fieldgate cluster check`)."
 
 
 class BrokerStartError(FieldgateError):

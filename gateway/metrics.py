@@ -43,6 +43,8 @@ READS_PAUSED = Counter("fieldgate_broker_reads_paused_total", "Times the embedde
                        registry=REGISTRY)
 BRIDGE_BATCH = Histogram("fieldgate_bridge_batch_seconds", "Duration of one batch of the bridge (validate, apply, "
                          "commit)", buckets=_LATENCY, registry=REGISTRY)
+STORE_RETRIES = Counter("fieldgate_bridge_store_retries_total", "Batches rolled back and run again: a conflict "
+                        "with another bridge instance, or the connection to PostgreSQL lost", registry=REGISTRY)
 TASK_RECEIPT = Histogram("fieldgate_task_receipt_seconds", "From a task made to the courier's phone's receipt of it",
                          buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 1800),
                          registry=REGISTRY)

@@ -2,7 +2,8 @@
 (with its HTTP side) against another broker.
 
 Both hold the data directory's lock (`gateway.store.datadir`) for as long as they run, so a second
-gateway on the same directory exits at once. `serve` prints one `fieldgate ready …` line to
+gateway on the same directory exits at once; bridges sharing a PostgreSQL store (`storage.url`) may
+share one, the database coordinating them. `serve` prints one `fieldgate ready …` line to
 stderr once clients can connect (naming every listener, `http=` included), and stops cleanly on
 SIGINT or SIGTERM: the HTTP side finishes its requests, the bridge its batch, then the broker
 shuts down.
@@ -21,6 +22,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, TypeVar
 
 from gateway import metrics
+from gateway.bridge.amqp import PARTITIONS, EveryPartition, Ownership
 from gateway.bridge.local import local_transport
 from gateway.bridge.transport import TransportFactory
 from gateway.bridge.worker import Bridge, over_mqtt
@@ -28,7 +30,7 @@ from gateway.broker.embedded import LISTENER_LABELS, EmbeddedBroker
 from gateway.config import Settings
 from gateway.core.contract import EMBEDDED_FILTERS, INBOUND_FILTERS
 from gateway.store import datadir, sqlite
-from gateway.store.tables import db_path
+from gateway.store.database import DB_NAME, is_postgres, location_of
 
 if TYPE_CHECKING:
     from gateway.http.server import HttpSide
@@ -38,6 +40,14 @@ T = TypeVar("T")
 
 #: Longest a metrics scrape waits for the broker's loop to count its sessions.
 SCRAPE_TIMEOUT_SECONDS = 2.0
+
+
+def _check_files(settings: Settings, *others: str) -> None:
+    """Move a corrupt or foreign SQLite file aside before opening it: fieldgate.db (unless the store is
+    PostgreSQL's) and `others` in the data directory."""
+    names = (*(() if is_postgres(location_of(settings)) else (DB_NAME,)), *others)
+    for name in names:
+        sqlite.ensure_usable(settings.data_dir / name)
 
 
 def _stop_on_signals() -> asyncio.Event:
@@ -73,10 +83,9 @@ def _on_loop(loop: asyncio.AbstractEventLoop, work: Callable[[], T]) -> T:
 
 async def _serve(settings: Settings) -> None:
     stop = _stop_on_signals()
-    for name in ("fieldgate.db", "broker.db"):
-        sqlite.ensure_usable(settings.data_dir / name)
+    _check_files(settings, "broker.db")
     broker = EmbeddedBroker(settings)
-    if settings.bridge.in_process:
+    if settings.bridge.in_process and not is_postgres(location_of(settings)):
         transport = local_transport(broker.engine, settings.bridge.client_id, INBOUND_FILTERS + EMBEDDED_FILTERS)
     else:
         transport = over_mqtt(settings, lambda: broker.bridge_url, embedded=True)
@@ -97,7 +106,7 @@ async def _serve(settings: Settings) -> None:
         if http is not None:
             bound["http"] = "{}:{}".format(*http.address)
         log.info("fieldgate ready", extra={"ctx": {**bound, "anonymous": settings.allow_anonymous,
-                                                   "db": db_path(settings.data_dir)}})
+                                                   "db": bridge.store.where}})
         await stop.wait()
         log.info("stopping")
     finally:
@@ -125,7 +134,7 @@ def run_bridge(settings: Settings, transport: TransportFactory, where: str) -> N
 
     async def main() -> None:
         stop = _stop_on_signals()
-        sqlite.ensure_usable(db_path(settings.data_dir))
+        _check_files(settings)
         bridge = Bridge(settings, transport)
         http = _http_side(settings, bridge, lambda: {"broker": bridge.connected, "bridge": bridge.running})
         try:
@@ -138,7 +147,7 @@ def run_bridge(settings: Settings, transport: TransportFactory, where: str) -> N
                 if starting.done():
                     starting.result()
                     ctx = {"broker": where, **({"http": "{}:{}".format(*http.address)} if http else {}),
-                           "db": db_path(settings.data_dir)}
+                           "db": bridge.store.where}
                     log.info("fieldgate bridge ready", extra={"ctx": ctx})
                     await stopping
                 log.info("stopping")
@@ -155,5 +164,19 @@ def run_bridge(settings: Settings, transport: TransportFactory, where: str) -> N
             bridge.close()
         log.info("stopped")
 
+    if is_postgres(location_of(settings)):  # the database coordinates the bridges: they may share a data directory
+        asyncio.run(main())
+        return
     with datadir.exclusive(settings.data_dir):
         asyncio.run(main())
+
+
+def partition_ownership(settings: Settings) -> Callable[[], Ownership]:
+    """How a bridge on RabbitMQ picks its inbound partitions: bridges sharing a PostgreSQL store split them by its
+    locks (`PartitionLocks`); one with its own SQLite file takes them all."""
+    url = settings.storage.url
+    if url is None:
+        return EveryPartition
+    from gateway.store.postgres import PartitionLocks
+
+    return lambda: PartitionLocks(url, PARTITIONS)

@@ -91,6 +91,7 @@ class GatewayProcess:
 
     args: list[str]
     data_dir: Path
+    store: Path | str = ""  # its store: fieldgate.db in data_dir, or a PostgreSQL URL
     port: int = 0
     http_port: int = 0
     proc: subprocess.Popen[str] | None = None
@@ -99,11 +100,15 @@ class GatewayProcess:
     _reader: threading.Thread | None = None
     _new_line: threading.Condition = field(default_factory=threading.Condition)
 
+    def __post_init__(self) -> None:
+        self.store = self.store or db_path(self.data_dir)
+
     def start(self, ready_pattern: str = r"fieldgate ready mqtt=[^ ]*:(\d+)") -> GatewayProcess:
         self._ready.clear()
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         env.pop("FIELDGATE_DATA_DIR", None)
         env.pop("FIELDGATE_CONFIG", None)
+        env.pop("FIELDGATE_STORAGE_URL", None)
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "cli.main", *self.args],
             cwd=ROOT,
@@ -175,11 +180,12 @@ def launch(tmp: Path, *extra: str, data_dir: Path | None = None, config: dict[st
     `config` written as a broker.yaml in `tmp`; returns once it logged its ready line."""
     data = data_dir or tmp / "data"
     args = [command, "--data-dir", str(data), "--http-port", "0"]
+    store = ((config or {}).get("storage") or {}).get("url") or db_path(data)
     if command == "serve":
         args += ["--port", str(port)]
     if config is not None:
         args += ["--config", str(write_config(tmp / f"broker-{next(_ids)}.yaml", **config))]
-    gw = GatewayProcess([*args, *extra], data)
+    gw = GatewayProcess([*args, *extra], data, store)
     return gw.start(ready) if ready else gw.start()
 
 
@@ -205,6 +211,15 @@ TEST_CONFIG = {"bridge": {"task_retry_seconds": 1.0}, "log_level": "DEBUG"}
 def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayProcess]:
     """One embedded gateway shared by the flow tests (each test uses its own ids)."""
     gw = launch(tmp_path_factory.mktemp("shared-gateway"), config=TEST_CONFIG)
+    yield gw
+    gw.kill()
+
+
+@pytest.fixture(scope="session")
+def gateway_on_postgresql(tmp_path_factory: pytest.TempPathFactory, postgres_server: str) -> Iterator[GatewayProcess]:
+    """`gateway` with its tables in a PostgreSQL database (`storage.url`; its bridge joins over loopback MQTT)."""
+    url = new_database(postgres_server, "shared_gateway")
+    gw = launch(tmp_path_factory.mktemp("shared-gateway-pg"), config={**TEST_CONFIG, "storage": {"url": url}})
     yield gw
     gw.kill()
 
@@ -374,7 +389,7 @@ def rabbitmq() -> Iterator[RabbitMQ]:
     (folder / "definitions.json").write_text(json.dumps(_rabbitmq_users()))
     (folder / "rabbitmq.conf").write_text(f"{conf}loopback_users = none\n"
                                           f"load_definitions = {folder / 'definitions.json'}\n")
-    (folder / "enabled_plugins").write_text("[rabbitmq_mqtt].\n")
+    shutil.copy(ROOT / "contrib" / "enabled_plugins", folder / "enabled_plugins")  # the README's plugins
     env = {**os.environ, "HOME": str(folder), "RABBITMQ_CONFIG_FILE": str(folder / "rabbitmq.conf"),
            "RABBITMQ_ENABLED_PLUGINS_FILE": str(folder / "enabled_plugins"), "RABBITMQ_MNESIA_BASE": str(folder / "db"),
            "RABBITMQ_LOG_BASE": str(folder / "log"), "RABBITMQ_NODENAME": f"fieldgate{amqp}@localhost",
@@ -400,15 +415,29 @@ def rabbitmq() -> Iterator[RabbitMQ]:
         shutil.rmtree(folder, ignore_errors=True)
 
 
+def new_database(server: str, name: str) -> str:
+    """A fresh, empty database on a PostgreSQL server (named after `name`, made unique); its URL."""
+    import psycopg
+
+    unique = "t" + re.sub(r"[^a-z0-9]", "", name.lower())[-40:] + f"{next(_ids)}"
+    with psycopg.connect(f"{server}/postgres", autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{unique}"')
+    return f"{server}/{unique}"
+
+
 @pytest.fixture
 def postgres_url(postgres_server: str, request: pytest.FixtureRequest) -> str:
     """A fresh, empty database on the session's PostgreSQL server; its URL."""
-    import psycopg
+    return new_database(postgres_server, request.node.name)
 
-    name = "t" + re.sub(r"[^a-z0-9]", "", request.node.name.lower())[-40:] + f"{next(_ids)}"
-    with psycopg.connect(f"{postgres_server}/postgres", autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    return f"{postgres_server}/{name}"
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store_at(request: pytest.FixtureRequest, tmp_path: Path) -> Path | str:
+    """Where a test's store lives: a SQLite file in its tmp_path, or a fresh database on the session's PostgreSQL.
+    A test taking it runs against both stores, so the two cannot drift."""
+    if request.param == "sqlite":
+        return tmp_path / "fieldgate.db"
+    return request.getfixturevalue("postgres_url")
 
 
 # ---------------------------------------------------------------- MQTT peers
@@ -637,7 +666,7 @@ def run_flow(port: int, peers, ids) -> None:
 
 
 def store_of(gw: GatewayProcess) -> Queries:
-    return Queries(db_path(gw.data_dir))
+    return Queries(gw.store)
 
 
 def barrier(peer: Peer, courier: str) -> None:

@@ -80,7 +80,7 @@ def test_bad_input_is_rejected_dead_lettered_and_logged(gateway, peers, ids, cas
     if topic == "orders/in":
         client.wait_for("ordersys/acks", lambda a: a["kind"] == "rejected" and reason in a["reason"])
     store = store_of(gateway)
-    rows = list(store.db.query("SELECT topic, payload, size, reason FROM dead_letters WHERE reason = ?",
+    rows = list(store.query("SELECT topic, payload, size, reason FROM dead_letters WHERE reason = ?",
                                [rejection["reason"]]))
     assert rows and rows[-1]["topic"] == topic and rows[-1]["size"] == len(raw)
     assert bytes(rows[-1]["payload"]) == raw[:4096]

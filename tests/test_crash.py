@@ -131,8 +131,8 @@ def test_nothing_acknowledged_is_lost_across_sigkills_under_load(spawn, peers):
     phone.wait_until(lambda: orders <= {m.json()["order_id"] for m in phone.messages},
                      "a task for every acknowledged order", timeout=120)
     store = Queries(db_path(gw.data_dir))
-    stored_orders = {r["order_id"] for r in store.db.query("SELECT order_id FROM orders")}
-    stored_fixes = {r["tst"] for r in store.db.query("SELECT tst FROM gps_fixes")}
+    stored_orders = {r["order_id"] for r in store.query("SELECT order_id FROM orders")}
+    stored_fixes = {r["tst"] for r in store.query("SELECT tst FROM gps_fixes")}
     lost = len(orders - stored_orders) + len(fixes - stored_fixes)
 
     received = len(audit.messages)

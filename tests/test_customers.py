@@ -74,8 +74,8 @@ class Clock:
         self.now = datetime(2026, 11, day, local_hour, local_minute, tzinfo=UTC).timestamp() - 8 * 3600
 
 
-def night_gateway(path: Path, clock: Clock, **settings: Any) -> Gateway:
-    store = Store(path / "fieldgate.db")
+def night_gateway(path: Path, store_at: Path | str, clock: Clock, **settings: Any) -> Gateway:
+    store = Store(store_at)
     with store.transaction():
         store.put_shop(Shop(shop_id="rose", name="Rose & Lily", lat=31.23, lon=121.47, locale="en",
                             timezone="Asia/Shanghai", quiet_hours="22:00-08:00"), datetime.now(UTC))
@@ -93,10 +93,11 @@ def timers(gw: Gateway) -> list[dict[str, Any]]:
     return [json.loads(m.payload) for _, m in gw.run_timers() if m.topic == "ordersys/notices"]
 
 
-def test_a_notice_in_quiet_hours_waits_for_their_end_survives_a_restart_and_only_the_latest_news_is_sent(tmp_path):
+def test_a_notice_in_quiet_hours_waits_for_their_end_survives_a_restart_and_only_the_latest_news_is_sent(
+        tmp_path, store_at):
     clock = Clock(datetime(2026, 11, 22, tzinfo=UTC))
     clock.set(21, 0)
-    gw = night_gateway(tmp_path, clock)
+    gw = night_gateway(tmp_path, store_at, clock)
     [confirmed] = send(gw, "orders/in", order(courier_id="c7", window=None))
     assert (confirmed["kind"], confirmed["deferred"], confirmed["urgent"]) == ("confirmed", False, False)
     assert confirmed["text"] == "Rose & Lily has confirmed your order A1001; delivery by the end of the day."
@@ -106,7 +107,7 @@ def test_a_notice_in_quiet_hours_waits_for_their_end_survives_a_restart_and_only
     assert send(gw, "couriers/c7/status", {"order_id": "A1001", "status": "delivered"}) == []
     gw.store.close()
 
-    gw = night_gateway(tmp_path, clock)  # a restart loses nothing and sends nothing twice
+    gw = night_gateway(tmp_path, store_at, clock)  # a restart loses nothing and sends nothing twice
     clock.set(7, 59, day=23)
     assert timers(gw) == []
     clock.set(8, 0, day=23)
@@ -114,15 +115,15 @@ def test_a_notice_in_quiet_hours_waits_for_their_end_survives_a_restart_and_only
     assert (morning["kind"], morning["deferred"]) == ("delivered", True)  # the picked_up one is obsolete
     assert "delivered" in morning["text"] and "1 to 5 stars" in morning["text"]
     assert timers(gw) == []
-    kept = {n["kind"]: n for n in Queries(db_path(tmp_path)).notices_of("A1001")}
+    kept = {n["kind"]: n for n in Queries(store_at).notices_of("A1001")}
     assert kept["picked_up"]["dropped_at"] and not kept["picked_up"]["sent_at"]
     assert kept["delivered"]["sent_at"]
 
 
-def test_urgent_notices_go_out_at_night_and_texts_follow_the_shops_locale_and_templates(tmp_path):
+def test_urgent_notices_go_out_at_night_and_texts_follow_the_shops_locale_and_templates(tmp_path, store_at):
     clock = Clock(datetime(2026, 11, 22, tzinfo=UTC))
     clock.set(23, 30)
-    gw = night_gateway(tmp_path, clock, notices={"templates": {"en": {
+    gw = night_gateway(tmp_path, store_at, clock, notices={"templates": {"en": {
         "exception": "{shop_name}: order {order_id} hit a snag ({reason}); new time {eta_time}."}}})
     [urgent_order] = send(gw, "orders/in", order(order_id="U1", courier_id="c7", priority="urgent"))
     assert urgent_order["urgent"] is True and urgent_order["deferred"] is False
@@ -264,7 +265,7 @@ def test_uploads_may_exceed_the_packet_limit_on_media_topics_only_and_bad_files_
     watch.publish(f"couriers/{other}/media/{oid}/chat", PNG)
     watch.wait_for(f"couriers/{other}/errors", lambda r: "is not the courier of order" in r["reason"])
     store = Queries(db_path(gw.data_dir))
-    dead = [r["reason"] for r in store.db.query("SELECT reason FROM dead_letters WHERE order_id = ?", [oid])]
+    dead = [r["reason"] for r in store.query("SELECT reason FROM dead_letters WHERE order_id = ?", [oid])]
     assert len(dead) == 3
 
     stray = peers(gw.port, ids("stray"))

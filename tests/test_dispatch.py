@@ -272,11 +272,11 @@ def test_a_couriers_active_orders_are_retained_for_a_reconnecting_phone(gw, peer
     assert again["orders"] == left["orders"]
 
 
-def test_the_active_order_list_is_written_byte_for_byte_as_its_model_would_be(tmp_path):
+def test_the_active_order_list_is_written_byte_for_byte_as_its_model_would_be(tmp_path, store_at):
     """The list is rebuilt for every batch that touched the courier, so it is written without the models: the same
     bytes as CourierOrders' JSON, windows in any zone or none, with an ETA or none, any characters in the address."""
     clock = 1_800_000_000.25
-    gateway = Gateway(Store(tmp_path / "fieldgate.db"), Settings(), clock=lambda: clock)
+    gateway = Gateway(Store(store_at), Settings(storage={"data_dir": tmp_path}), clock=lambda: clock)
 
     def send(topic: str, payload: dict[str, Any]) -> None:
         gateway.handle_batch([Inbound(topic, json.dumps(payload).encode())])

@@ -57,7 +57,7 @@ def test_readme_acl_table_is_the_code_s():
 
 def test_every_file_the_docs_name_exists():
     for doc in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]:
-        for path in re.findall(r"\b((?:gateway|cli|bench|tests|contrib|docs|schemas)/[\w./-]*\w)", doc.read_text()):
+        for path in re.findall(r"\b((?:gateway|cli|bench|tests|contrib|docs|schemas)/[\w./@-]*\w)", doc.read_text()):
             assert (ROOT / path).exists(), f"{doc.name} names {path}, which does not exist"
 
 

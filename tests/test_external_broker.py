@@ -11,8 +11,9 @@ from conftest import fieldgate, free_port, order, run_flow
 from hypothesis import given
 from hypothesis import strategies as st
 
-from gateway.bridge.amqp import mqtt_topic, routing_key
+from gateway.bridge.amqp import PARTITIONS, mqtt_topic, routing_key
 from gateway.store.queries import Queries
+from gateway.store.schema import SCHEMA_VERSION
 from gateway.store.tables import db_path
 
 
@@ -40,22 +41,37 @@ def test_flow_through_bridge_on_rabbitmq(rabbitmq, spawn, peers, ids):
 
 
 @pytest.mark.rabbitmq
-def test_cluster_check_shows_each_node_the_bridges_queue_and_who_consumes_it(rabbitmq, spawn):
-    bridge = spawn("--engine", rabbitmq.amqp_url, command="bridge", ready="fieldgate bridge ready")
-    bridge.wait_log("bridge connected to RabbitMQ")
+def test_cluster_check_shows_each_node_the_bridges_partitions_and_the_store(rabbitmq, postgres_url, spawn, tmp_path):
+    bridge = spawn("--engine", rabbitmq.amqp_url, command="bridge", ready="fieldgate bridge ready",
+                   config={"storage": {"url": postgres_url}})
+    bridge.wait_log("partitions changed")
     host = rabbitmq.amqp_url.split("@")[1].split("/")[0]
     nodes = [rabbitmq.amqp_url, f"amqp://guest:guest@{host}/empty", f"amqp://guest:wrong@{host}/%2F",
              f"amqp://guest:guest@127.0.0.1:{free_port()}/"]
-    done = fieldgate("cluster", "check", *(arg for node in nodes for arg in ("--engine", node)), "--json")
+    done = fieldgate("cluster", "check", *(arg for node in nodes for arg in ("--engine", node)),
+                     "--store", postgres_url, "--json")
     assert done.returncode == 1, done.stderr
-    served, empty, refused, down = (json.loads(line) for line in done.stdout.splitlines())
-    assert served["reachable"] and served["queue_declared"] and served["consumers"] >= 1, served
-    assert served["backlog"] >= 0 and served["problem"] is None and "a long secret" not in served["node"]
-    assert empty["reachable"] and not empty["queue_declared"] and "start one" in empty["problem"]
+    served, empty, refused, down, store = (json.loads(line) for line in done.stdout.splitlines())
+    assert served["reachable"] and served["partitions"] == PARTITIONS and served["idle"] == 0, served
+    assert served["consumers"] == PARTITIONS and served["backlog"] >= 0 and served["problem"] is None
+    assert "a long secret" not in served["node"]
+    assert empty["reachable"] and empty["partitions"] == 0 and "start one" in empty["problem"]
     assert not refused["reachable"] and "login refused" in refused["problem"]
     assert not down["reachable"] and "Connection refused" in down["problem"]
-    table = fieldgate("cluster", "check", "--engine", rabbitmq.amqp_url, columns=80)
-    assert table.returncode == 0 and "RabbitMQ nodes" in table.stdout, table.stdout + table.stderr
+    assert store["reachable"] and store["bridges"] == 1 and store["partitions_owned"] == PARTITIONS, store
+    assert store["schema_version"] == SCHEMA_VERSION and store["problem"] is None
+    table = fieldgate("cluster", "check", "--engine", rabbitmq.amqp_url, "--store", postgres_url, columns=80)
+    assert table.returncode == 0, table.stdout + table.stderr
+    assert "RabbitMQ nodes" in table.stdout and "PostgreSQL store" in table.stdout
+    bridge.kill()  # its partitions and its slot go with its connection
+    gone = fieldgate("cluster", "check", "--engine", rabbitmq.amqp_url, "--store", postgres_url, "--json")
+    node, store = (json.loads(line) for line in gone.stdout.splitlines())
+    assert gone.returncode == 1 and node["idle"] == PARTITIONS and "no bridge" in node["problem"]
+    assert store["bridges"] == 0 and store["partitions_owned"] == 0
+    unreachable = f"postgresql://fieldgate:secret@127.0.0.1:{free_port()}/nowhere"
+    down = fieldgate("cluster", "check", "--engine", rabbitmq.amqp_url, "--store", unreachable, "--json")
+    *_, store = (json.loads(line) for line in down.stdout.splitlines())
+    assert down.returncode == 1 and not store["reachable"] and "secret" not in json.dumps(store)
 
 
 @pytest.mark.rabbitmq
@@ -95,7 +111,7 @@ def killed_bridge_loses_nothing(engine: tuple[str, str], port: int, spawn, peers
     ordersys.wait_until(lambda: set(accepted()) == set(wanted), "an accepted ack for every order", timeout=60)
     print(f"{len(wanted)} orders, {len(accepted()) - len(wanted)} duplicate acks after SIGKILL")
     store = Queries(db_path(data))
-    assert store.db.execute("SELECT COUNT(*) FROM orders").fetchone()[0] == len(wanted)
+    assert store.conn.execute("SELECT COUNT(*) FROM orders").fetchone()[0] == len(wanted)
 
 
 @pytest.mark.mosquitto

@@ -1,8 +1,18 @@
-"""End to end on the embedded broker: real `fieldgate serve`, real paho clients, real SQLite."""
+"""End to end on the embedded broker: real `fieldgate serve`, real paho clients, its tables in a real SQLite file and
+in a real PostgreSQL database (every test runs on both)."""
 
 from __future__ import annotations
 
-from conftest import Peer, barrier, fix, order, raw_connect, store_of
+from collections.abc import Iterator
+
+import pytest
+from conftest import GatewayProcess, Peer, barrier, fix, order, raw_connect, store_of
+
+
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def gateway(request: pytest.FixtureRequest) -> Iterator[GatewayProcess]:
+    """The shared gateway of this session on each store."""
+    yield request.getfixturevalue("gateway" if request.param == "sqlite" else "gateway_on_postgresql")
 
 
 def test_order_is_stored_acked_and_routed_to_shop_courier_and_retained_state(gateway, peers, ids):
@@ -188,7 +198,7 @@ def test_gps_fixes_are_stored_and_the_newest_by_tst_is_retained_and_copied_to_or
     late = peers(gateway.port, subscribe=(f"couriers/{courier}/location",))
     assert late.wait_for(f"couriers/{courier}/location")[0]["tst"] == newer["tst"]
     store = store_of(gateway)
-    rows = list(store.db.query("SELECT tst, device FROM gps_fixes WHERE courier_id = ? ORDER BY tst", [courier]))
+    rows = store.query("SELECT tst, device FROM gps_fixes WHERE courier_id = ? ORDER BY tst", [courier])
     assert rows == [{"tst": older["tst"], "device": "phone"}, {"tst": newer["tst"], "device": "gps"}]
 
 

@@ -55,6 +55,6 @@ def test_hostile_payload_is_rejected_dead_lettered_and_the_next_order_still_acke
     fuzzer.wait_for("ordersys/acks", lambda a: a["order_id"] == good and a["kind"] == "accepted")
 
     fuzzer.wait_for(errors_topic, lambda r: r["topic"] == topic, count=before + 1)
-    [[count]] = store_of(gateway).db.execute(
+    [[count]] = store_of(gateway).conn.execute(
         "SELECT COUNT(*) FROM dead_letters WHERE topic = ? AND size = ?", [topic, len(payload)]).fetchall()
     assert count >= 1

@@ -140,7 +140,7 @@ def test_a_fix_from_the_future_is_refused_and_does_not_freeze_the_courier(gatewa
     [location] = phone.wait_for(f"couriers/{courier}/location")
     assert location["tst"] == good["tst"]
     store = Queries(db_path(gateway.data_dir))
-    dead = list(store.db.query("SELECT reason FROM dead_letters WHERE topic = ?", [f"couriers/{courier}/gps"]))
+    dead = store.query("SELECT reason FROM dead_letters WHERE topic = ?", [f"couriers/{courier}/gps"])
     assert len(dead) == 1 and "ahead" in dead[0]["reason"]
 
 
@@ -155,7 +155,7 @@ def test_a_week_old_fix_is_kept_in_history_but_never_becomes_the_location(gatewa
     phone.wait_for(f"couriers/{courier}/errors")
     assert [m["tst"] for m in phone.on(f"couriers/{courier}/location")] == [current["tst"]]
     store = Queries(db_path(gateway.data_dir))
-    kept = [r["tst"] for r in store.db.query("SELECT tst FROM gps_fixes WHERE courier_id = ?", [courier])]
+    kept = [r["tst"] for r in store.query("SELECT tst FROM gps_fixes WHERE courier_id = ?", [courier])]
     assert sorted(kept) == sorted([current["tst"], stale["tst"]])
 
 
@@ -541,6 +541,17 @@ def test_the_systemd_unit_runs_fieldgate_as_a_service():
     assert re.search(r"^ExecStart=.*fieldgate serve", unit, re.M)
     readme = (ROOT / "README.md").read_text()
     assert "contrib/fieldgate.service" in readme and "systemctl" in readme
+
+
+def test_the_bridges_template_unit_runs_fieldgate_bridge_with_options_it_has():
+    unit = (ROOT / "contrib" / "fieldgate-bridge@.service").read_text()
+    [command] = re.findall(r"^ExecStart=\S+ (.*)$", unit, re.M)
+    words = command.replace("$FIELDGATE_ENGINES", "--engine amqp://u:p@h/").replace("%i", "1").split()
+    assert words[0] == "bridge" and "EnvironmentFile=/etc/fieldgate/bridge.env" in unit
+    offered = fieldgate("bridge", "--help", columns=200).stdout
+    for option in (w for w in words if w.startswith("--")):
+        assert option in offered, f"the unit passes {option}, which `fieldgate bridge` does not take"
+    assert "FIELDGATE_STORAGE_URL=" in unit and "contrib/fieldgate-bridge@.service" in (ROOT / "README.md").read_text()
 
 
 

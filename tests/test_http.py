@@ -170,10 +170,10 @@ def test_an_idempotency_key_answers_the_same_and_refuses_another_body(gw, ids):
         problem_of(http.post("/api/v1/orders", json=order(order_id=ids("C")), headers={"Idempotency-Key": ""}), 400)
 
 
-def test_an_idempotency_key_is_honoured_for_24_hours(tmp_path):
+def test_an_idempotency_key_is_honoured_for_24_hours(tmp_path, store_at):
     now = [datetime(2026, 11, 22, 9, tzinfo=UTC).timestamp()]
-    store = Store(tmp_path / "fieldgate.db")
-    gateway = Gateway(store, Settings(), clock=lambda: now[0])
+    store = Store(store_at)
+    gateway = Gateway(store, Settings(storage={"data_dir": tmp_path}), clock=lambda: now[0])
     message = Inbound("orders/in", json.dumps(ORDER).encode())
 
     def respond(handled: Handled) -> tuple[int, bytes]:

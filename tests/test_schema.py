@@ -56,7 +56,7 @@ def postgres_shape(conn: psycopg.Connection[Any]) -> Shape:
         columns = [(name, _POSTGRES[kind], nullable == "NO", _default(default))
                    for name, kind, nullable, default in conn.execute(
                        "SELECT column_name, data_type, is_nullable, column_default FROM information_schema.columns "
-                       "WHERE table_name = %s ORDER BY ordinal_position", (t.name,))]
+                       "WHERE table_name = %s AND column_name != 'rowid' ORDER BY ordinal_position", (t.name,))]
         indexes: dict[str, tuple[tuple[str, ...], bool, bool]] = {}
         for index, column, unique, primary in conn.execute(
                 "SELECT i.relname, a.attname, x.indisunique, x.indisprimary FROM pg_index x "

@@ -1,4 +1,5 @@
-"""The gateway core on a real SQLite file, without a broker: retries, presence, outbox, fuzzing."""
+"""The gateway core on a real store (a SQLite file and a PostgreSQL database), without a broker: retries,
+presence, outbox, fuzzing."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from gateway.bridge.service import Gateway, Inbound
-from gateway.config import BridgeSettings, Settings
+from gateway.config import BridgeSettings, Settings, StorageSettings
 from gateway.store.queries import Queries
 from gateway.store.tables import Store
 
@@ -22,10 +23,11 @@ class Clock:
         return self.now
 
 
-def make(tmp_path, retry: float = 30.0) -> tuple[Gateway, Clock]:
+def make(store_at, tmp_path, retry: float = 30.0) -> tuple[Gateway, Clock]:
     clock = Clock()
-    store = Store(tmp_path / "fieldgate.db")
-    return Gateway(store, Settings(bridge=BridgeSettings(task_retry_seconds=retry)), clock=clock), clock
+    store = Store(store_at)
+    settings = Settings(bridge=BridgeSettings(task_retry_seconds=retry), storage=StorageSettings(data_dir=tmp_path))
+    return Gateway(store, settings, clock=clock), clock
 
 
 def send(gw: Gateway, topic: str, payload) -> list:
@@ -33,8 +35,8 @@ def send(gw: Gateway, topic: str, payload) -> list:
     return [m for _, m in gw.handle_batch([Inbound(topic, raw)])]
 
 
-def test_tasks_are_resent_after_the_timeout_only_while_the_courier_is_online(tmp_path):
-    gw, clock = make(tmp_path, retry=30)
+def test_tasks_are_resent_after_the_timeout_only_while_the_courier_is_online(store_at, tmp_path):
+    gw, clock = make(store_at, tmp_path, retry=30)
     [task_msg] = [m for m in send(gw, "orders/in", order()) if m.topic == "couriers/c7/tasks"]
     clock.now += 31
     assert gw.due_resends() == []  # never heard from c7: its broker session queues the task
@@ -53,8 +55,8 @@ def test_tasks_are_resent_after_the_timeout_only_while_the_courier_is_online(tmp
     assert gw.due_resends() == []
 
 
-def test_a_newer_task_supersedes_the_unreceived_older_one(tmp_path):
-    gw, clock = make(tmp_path, retry=10)
+def test_a_newer_task_supersedes_the_unreceived_older_one(store_at, tmp_path):
+    gw, clock = make(store_at, tmp_path, retry=10)
     send(gw, "couriers/c7/presence", {"online": True})
     send(gw, "orders/in", order())
     [update] = [m for m in send(gw, "orders/in", order(notes="gate code 4711")) if m.topic == "couriers/c7/tasks"]
@@ -62,8 +64,8 @@ def test_a_newer_task_supersedes_the_unreceived_older_one(tmp_path):
     assert [m.payload for m in gw.due_resends()] == [update.payload]
 
 
-def test_every_outbound_message_is_in_the_outbox_until_acknowledged(tmp_path):
-    gw, _ = make(tmp_path)
+def test_every_outbound_message_is_in_the_outbox_until_acknowledged(store_at, tmp_path):
+    gw, _ = make(store_at, tmp_path)
     rows = gw.handle_batch([Inbound("orders/in", json.dumps(order()).encode())])
     assert [row for row in gw.store.pending_outbox()] == rows
     with gw.store.transaction():
@@ -71,13 +73,13 @@ def test_every_outbound_message_is_in_the_outbox_until_acknowledged(tmp_path):
     assert gw.store.pending_outbox() == []
 
 
-def test_a_batch_is_one_transaction_and_a_bad_message_spoils_nothing_else(tmp_path):
-    gw, _ = make(tmp_path)
+def test_a_batch_is_one_transaction_and_a_bad_message_spoils_nothing_else(store_at, tmp_path):
+    gw, _ = make(store_at, tmp_path)
     batch = [Inbound("orders/in", json.dumps(order(order_id=f"B{i}")).encode()) for i in range(3)]
     batch.insert(1, Inbound("orders/in", b"garbage"))
     out = [m.topic for _, m in gw.handle_batch(batch)]
     assert out.count("ordersys/errors") == 1
-    stats = Queries(tmp_path / "fieldgate.db").stats()
+    stats = Queries(store_at).stats()
     assert stats["orders"] == 3 and stats["dead_letters"] == 1
 
 
@@ -99,8 +101,8 @@ payloads = st.one_of(
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(topic=topics, payload=payloads)
-def test_any_payload_on_any_inbound_topic_is_handled_or_rejected_never_raised(tmp_path, topic, payload):
-    gw, _ = make(tmp_path)
+def test_any_payload_on_any_inbound_topic_is_handled_or_rejected_never_raised(store_at, tmp_path, topic, payload):
+    gw, _ = make(store_at, tmp_path)
     try:
         out = send(gw, topic, payload)
         rejected = [m for m in out if m.topic.endswith("/errors")]

@@ -56,7 +56,7 @@ from gateway.core.models import (
 )
 from gateway.core.payloads import parse
 from gateway.core.webhooks import Verdict
-from gateway.errors import InternalError, KeyReused, PayloadError, Rejected, UnknownOrder
+from gateway.errors import InternalError, KeyReused, PayloadError, Rejected, StoreBusy, UnknownOrder
 from gateway.store.datadir import secret_key
 from gateway.store.tables import Delivery, Store
 
@@ -137,7 +137,7 @@ class Gateway:
         self.on_commit: Callable[[list[Outgoing], int], None] | None = None
         #: Where customers open tracking links (the HTTP side sets it to its own address if web.public_url is "").
         self.public_url = settings.web.public_url or f"http://{settings.http.host}:{settings.http.port}"
-        self.key = secret_key(store.path.parent)  # beside fieldgate.db
+        self.key = secret_key(store.directory or settings.data_dir)  # beside fieldgate.db, or in the data dir
         self.dispatch = Dispatcher(store, settings, new_id, self._apply)
         self.customers = Customers(store, settings, new_id, self._apply, self._order, self._tracking_url)
 
@@ -253,6 +253,8 @@ class Gateway:
         except Rejected as exc:
             self._forget_couriers()
             return self._reject(route, message, exc, now), exc
+        except StoreBusy:
+            raise  # not this message's fault: the whole batch is run again
         except Exception:
             self._forget_couriers()
             log.exception("internal error while handling a message", extra={"ctx": {"topic": message.topic}})
@@ -579,6 +581,8 @@ class Gateway:
                     out += [Outgoing(contract.courier_topic(courier_id, "location"),
                                      located.model_dump_json().encode(), True),
                             *self.dispatch.fix(courier_id, fix, previous, now)]
+            except StoreBusy:
+                raise
             except Exception:
                 self._forget_couriers()
                 log.exception("internal error while applying a courier's newest fix",

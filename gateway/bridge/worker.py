@@ -1,6 +1,6 @@
 """The bridge: runs the gateway against any MQTT 3.1.1 broker, or inside the embedded one's commits.
 
-One worker thread owns the SQLite store and does all the writing. Embedded and in process
+One worker thread owns the store and does all the writing. Embedded and in process
 (`gateway.bridge.local`), the broker's engine hands it each group commit (`Bridge.apply`): the
 broker's rows and the gateway's handling of the batch's inbound messages in one transaction.
 Against any other broker, paho's network thread only hands messages over (`MqttTransport`) and
@@ -14,6 +14,11 @@ the worker does, for each batch of inbound messages:
    the broker PUBACKs them; rows left by a crash are published again at the next start.
 
 The worker also re-sends tasks that got no receipt (see `Gateway.due_resends`).
+
+Several bridges may share one PostgreSQL store (`storage.url`, on RabbitMQ: `gateway.bridge.amqp`).
+Then a batch that conflicts with another instance's transaction (`StoreBusy`) is rolled back and
+run again, unacknowledged meanwhile; and outbox rows an instance committed but died before
+publishing are adopted by the others (`_adopt_orphans`) instead of waiting for its restart.
 """
 
 from __future__ import annotations
@@ -36,8 +41,9 @@ from gateway.broker.store import Batch
 from gateway.config import Settings
 from gateway.core.contract import EMBEDDED_FILTERS, INBOUND_FILTERS
 from gateway.core.lifecycle import Outgoing
-from gateway.errors import Rejected, TransportError
-from gateway.store.tables import Store, db_path, purge
+from gateway.errors import Rejected, StoreBusy, TransportError
+from gateway.store.database import location_of
+from gateway.store.tables import Store, purge
 
 log = logging.getLogger("fieldgate.bridge")
 
@@ -54,6 +60,11 @@ RESEND_CHECK_SECONDS = 0.2
 TIMERS_EVERY_SECONDS = 1.0
 #: How often the worker looks for finished orders whose retained state to clear, in seconds.
 CLEAR_CHECK_SECONDS = 1.0
+#: How often the worker looks for outbox rows no bridge is publishing (an instance sharing the store died), seconds.
+ADOPT_EVERY_SECONDS = 5.0
+#: How old an outbox row this bridge does not hold must be to be adopted, in seconds: a live instance publishes its
+#: rows within milliseconds (seconds under a backlog), so one this old was left by an instance that died.
+ORPHANED_AFTER_SECONDS = 30.0
 #: How often personal data past storage.retention_days is purged, in seconds.
 PURGE_EVERY_SECONDS = 86_400
 
@@ -72,7 +83,7 @@ class Bridge:
 
     def __init__(self, settings: Settings, transport: TransportFactory) -> None:
         self.settings = settings
-        self.store = Store(db_path(settings.data_dir), synchronous=settings.storage.synchronous.upper())
+        self.store = Store(location_of(settings), synchronous=settings.storage.synchronous.upper())
         self.gateway = Gateway(self.store, settings)
         self._inbox: queue.Queue[Received | None] = queue.Queue()  # None: wake up, there is a call
         self._calls: queue.Queue[tuple[Callable[[], Any], Future[Any]]] = queue.Queue()
@@ -95,7 +106,8 @@ class Bridge:
         the outbox, and start the worker."""
         self.transport = self._make_transport(self)
         self.transport.start(timeout, self._stop)
-        leftovers = self.store.pending_outbox()
+        # With a shared store, other instances are publishing their rows now: those of dead ones are adopted instead.
+        leftovers = [] if self.store.shared else self.store.pending_outbox()
         if leftovers:
             log.info("re-publishing outbox left by the previous run", extra={"ctx": {"messages": len(leftovers)}})
         self._queue_for_sending(leftovers)
@@ -184,7 +196,7 @@ class Bridge:
     # ------------------------------------------------------------------ worker thread
 
     def _run(self) -> None:
-        next_resend = next_clear = next_timers = 0.0
+        next_resend = next_clear = next_timers = next_adopt = 0.0
         next_purge = time.monotonic() + 60  # not during the start-up rush
         batch: list[Received] = []
         while not self._stop.is_set():
@@ -205,10 +217,20 @@ class Bridge:
                 if time.monotonic() >= next_clear:
                     next_clear = time.monotonic() + CLEAR_CHECK_SECONDS
                     self._queue_for_sending(self.gateway.clear_final_states())
+                if self.store.shared and time.monotonic() >= next_adopt and self.transport.connected:
+                    next_adopt = time.monotonic() + ADOPT_EVERY_SECONDS
+                    self._adopt_orphans()
                 self._send_some()
                 if time.monotonic() >= next_purge:
                     next_purge = time.monotonic() + PURGE_EVERY_SECONDS
                     self._purge()
+            except StoreBusy as exc:
+                # Another instance's transaction won a conflict, or the connection to PostgreSQL was lost (getting a
+                # new one waited): run the batch again, unacknowledged meanwhile.
+                metrics.STORE_RETRIES.inc()
+                log.warning("batch rolled back: %s; running it again", exc.message,
+                            extra={"ctx": {"messages": len(batch)}})
+                self._stop.wait(0.05)
             except Exception:
                 # Not a bad message (those are handled per message): the database or the transport failed.
                 # Keep the batch, unacknowledged, and try again; the broker holds it meanwhile.
@@ -246,6 +268,16 @@ class Bridge:
         for message in batch:
             self.transport.ack(message)
         self._queue_for_sending(queued)
+
+    def _adopt_orphans(self) -> None:
+        """Publish outbox rows another bridge instance on the same store committed and died before publishing."""
+        held = {i for i in self._in_flight.values() if i is not None} | {i for i, _ in self._to_send if i is not None}
+        now = self.gateway.now()
+        with self.store.transaction():
+            adopted = self.store.adopt_outbox(now - timedelta(seconds=ORPHANED_AFTER_SECONDS), now, held)
+        if adopted:
+            log.info("publishing outbox rows left by a bridge that stopped", extra={"ctx": {"messages": len(adopted)}})
+            self._queue_for_sending(adopted)
 
     def _purge(self) -> None:
         days = self.settings.storage.retention_days

@@ -72,8 +72,8 @@ from gateway.config import Settings
 from gateway.core import acl, contract
 from gateway.core.acl import Role
 from gateway.errors import BrokerStartError
+from gateway.store.database import location_of
 from gateway.store.queries import Queries
-from gateway.store.tables import db_path
 
 log = logging.getLogger("fieldgate.broker")
 
@@ -521,7 +521,7 @@ class EmbeddedBroker:
 
     async def start(self) -> None:
         """Restore broker.db and start listening (`address` tells where; port 0 picks a free one)."""
-        self.users_db = Queries(db_path(self.settings.data_dir))
+        self.users_db = Queries(location_of(self.settings))
         self.auth = Authenticator(self.users_db.users, allow_anonymous=self.settings.allow_anonymous)
         await self.engine.start()
         broker = FieldgateBroker(amqtt_config(self.settings), self.engine, self.settings, self.auth)

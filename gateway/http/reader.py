@@ -1,5 +1,5 @@
 """The HTTP side's view of fieldgate.db: `gateway.store.queries.Queries`, read-only, beside the bridge that
-writes it (WAL).
+writes it (SQLite in WAL mode, or PostgreSQL).
 
 One connection, one reader at a time: the reads behind a request take milliseconds, and the
 HTTP side's threads (request handlers, the webhook sender, metrics) share it through `with
@@ -12,14 +12,14 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path
 
+from gateway.store.database import Location
 from gateway.store.queries import Queries
 
 
 class Reader:
-    def __init__(self, path: Path) -> None:
-        self._queries = Queries(path)
+    def __init__(self, location: Location) -> None:
+        self._queries = Queries(location)
         self._lock = threading.Lock()
 
     @contextmanager

@@ -18,7 +18,6 @@ import logging
 import os
 import secrets
 import socket
-import sqlite3
 import threading
 from collections.abc import Callable
 from datetime import timedelta
@@ -35,10 +34,10 @@ from gateway.http.app import Context, create_app
 from gateway.http.auth import HttpAuth
 from gateway.http.reader import Reader
 from gateway.http.webhooks import WebhookSender
+from gateway.store.database import location_of
 from gateway.store.datadir import secret_key
 from gateway.store.media import MediaFiles
 from gateway.store.queries import StoreFigures
-from gateway.store.tables import db_path
 from gateway.web.live import Hub
 from gateway.web.pages import add_pages
 from gateway.web.session import Sessions
@@ -72,7 +71,7 @@ class HttpSide:
     def __init__(self, settings: Settings, bridge: Bridge, checks: Callable[[], dict[str, bool]]) -> None:
         self.settings = settings
         self.bridge = bridge
-        self.reader = Reader(db_path(settings.data_dir))
+        self.reader = Reader(location_of(settings))
         self.token = secrets.token_urlsafe(32)
         http = settings.http
         sessions = Sessions(secret_key(settings.data_dir), timedelta(hours=settings.web.session_hours))
@@ -110,7 +109,7 @@ class HttpSide:
         try:
             with self.reader() as store:
                 store.conn.execute("SELECT 1 FROM meta LIMIT 1").fetchall()
-        except sqlite3.Error:
+        except Exception:  # whatever the database says (SQLite or PostgreSQL), it is not readable now
             return False
         return True
 

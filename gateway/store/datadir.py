@@ -90,14 +90,27 @@ def secret_key(data_dir: Path) -> bytes:
     keys the customers' tracking links and signs the shop terminal's session cookies. Kept out of fieldgate.db,
     so a copy of the database alone makes neither. Deleting it ends every link and session."""
     path = data_dir / SECRET_KEY
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        key = path.read_bytes()
-        if len(key) < 32:
-            raise StoreError(f"{path} is damaged ({len(key)} bytes, not 32)",
-                             hint="Delete it: a new key is made, and earlier tracking links and logins end.") from None
-        return key
+    if not path.exists():
+        # Written whole under a temporary name, then linked into place: bridges sharing the directory may start
+        # at once, and each must read the one key that won, never a half-written file.
+        data_dir.mkdir(parents=True, exist_ok=True)
+        draft = data_dir / f".{SECRET_KEY}.{os.getpid()}"
+        fd = os.open(draft, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "wb") as f:
+            f.write(os.urandom(32))
+            f.flush()
+            os.fsync(f.fileno())
+        try:
+            os.link(draft, path)
+        except FileExistsError:
+            pass  # another process made it first: use that one
+        finally:
+            draft.unlink()
+    key = path.read_bytes()
+    if len(key) < 32:
+        raise StoreError(f"{path} is damaged ({len(key)} bytes, not 32)",
+                         hint="Delete it: a new key is made, and earlier tracking links and logins end.")
+    return key
     key = os.urandom(32)
     with os.fdopen(fd, "wb") as f:
         f.write(key)

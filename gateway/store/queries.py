@@ -1,10 +1,10 @@
 """What fieldgate.db's readers use: the CLI, the HTTP side (`gateway.http.reader`) and the pages read it
 through `Queries`.
 
-Read-only: `Queries` opens the file as `sqlite.SqliteFile` does with readonly=True, so it never
-creates, migrates or writes it, and refuses a missing file or one of another schema version. It is
-safe beside the running gateway: in WAL mode it reads while the bridge writes, and each read sees
-what was last committed. The writer is `gateway.store.tables.Store`; the reads it makes too (an
+Read-only: `Queries` opens the store with readonly=True, so it never creates, migrates or writes
+it, and refuses a missing file (or empty database) or one of another schema version. It is safe
+beside the running gateway: SQLite in WAL mode (and PostgreSQL) reads while the bridge writes, and
+each read sees what was last committed. The writer is `gateway.store.tables.Store`; the reads it makes too (an
 order, a shop, a conversation, …) are `Tables`', which both share.
 """
 
@@ -13,20 +13,22 @@ from __future__ import annotations
 from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 
 from gateway.core.lifecycle import OrderRecord
 from gateway.core.models import Shop
+from gateway.store.database import Location
 from gateway.store.tables import _FINAL_SQL, _RECORD_COLUMNS, _SHOP_COLUMNS, Delivery, Tables, _iso, _record, _shop
 
-#: The sources of `Queries.feed`: (table, id column, time column, what a row says).
+#: The sources of `Queries.feed`: (table, id column, time column, what a row says, its courier).
 _FEED = {
-    "event": ("order_events", "id", "at", "x.kind, x.status, x.actor, x.reason, "
-              "COALESCE(x.courier_id, o.courier_id) AS courier"),
-    "rejection": ("dead_letters", "id", "received_at", "x.topic, x.reason, o.courier_id AS courier"),
-    "notice": ("notices", "rowid", "created_at", "x.kind, x.text, x.deferred_until, o.courier_id AS courier"),
+    "event": ("order_events", "id", "at", "x.kind, x.status, x.actor, x.reason",
+              "COALESCE(x.courier_id, o.courier_id)"),
+    "rejection": ("dead_letters", "id", "received_at", "x.topic, x.reason", "o.courier_id"),
+    "notice": ("notices", "rowid", "created_at", "x.kind, x.text, x.deferred_until", "o.courier_id"),
 }
+#: When an order reached its status (rows written before status_since existed: their last change).
+_SINCE = "COALESCE(status_since, updated_at)"
 
 
 @dataclass(frozen=True)
@@ -44,8 +46,8 @@ class Queries(Tables):
     """fieldgate.db, read-only. Not thread-safe: one Queries per thread (the HTTP side's threads take turns with
     one: `gateway.http.reader.Reader`)."""
 
-    def __init__(self, path: Path) -> None:
-        super().__init__(path, readonly=True)
+    def __init__(self, location: Location) -> None:
+        super().__init__(location, readonly=True)
 
     # ------------------------------------------------------------------ the registry: shops and couriers
 
@@ -62,23 +64,23 @@ class Queries(Tables):
     # ------------------------------------------------------------------ customers: notices and conversations
 
     def notices_of(self, order_id: str) -> list[dict[str, Any]]:
-        return list(self.db.query(
+        return self.query(
             "SELECT notice_id, kind, text, locale, urgent, created_at, deferred_until, sent_at, dropped_at "
-            "FROM notices WHERE order_id = ? ORDER BY created_at", [order_id]))
+            "FROM notices WHERE order_id = ? ORDER BY created_at", [order_id])
 
     def chat_reads(self, order_id: str) -> list[dict[str, Any]]:
-        return list(self.db.query("SELECT role, reader_id, read_up_to, at FROM chat_reads WHERE order_id = ? "
-                                  "ORDER BY role, reader_id", [order_id]))
+        return self.query("SELECT role, reader_id, read_up_to, at FROM chat_reads WHERE order_id = ? "
+                          "ORDER BY role, reader_id", [order_id])
 
     # ------------------------------------------------------------------ webhooks (the HTTP outbox) and metrics
 
     def webhooks(self) -> list[dict[str, Any]]:
-        rows = list(self.db.query(
+        rows = self.query(
             "SELECT w.endpoint_id, w.url, w.events, w.secret, w.enabled, w.created_at, w.disabled_reason, "
             "(SELECT COUNT(*) FROM webhook_deliveries d WHERE d.endpoint_id = w.endpoint_id AND d.state = 'pending') "
             " AS pending, "
             "(SELECT COUNT(*) FROM webhook_deliveries d WHERE d.endpoint_id = w.endpoint_id AND d.state IN "
-            " ('failed', 'gave_up')) AS failed FROM webhooks w ORDER BY w.created_at"))
+            " ('failed', 'gave_up')) AS failed FROM webhooks w ORDER BY w.created_at")
         for row in rows:
             row["events"] = row["events"].split(",")
             row["enabled"] = bool(row["enabled"])
@@ -88,23 +90,24 @@ class Queries(Tables):
         """Deliveries to send now: for each endpoint and order, only the oldest pending one (so an order's events
         arrive in order), if it is due and not being sent already (`busy`)."""
         skip = list(busy)
+        not_busy = f"AND d.id NOT IN ({', '.join('?' * len(skip))}) " if skip else ""
         rows = self.conn.execute(
             "SELECT d.id, d.endpoint_id, d.webhook_id, d.payload, d.attempts, d.created_at, w.url, w.secret "
             "FROM webhook_deliveries d JOIN webhooks w ON w.endpoint_id = d.endpoint_id AND w.enabled = 1 "
             "WHERE d.state = 'pending' AND d.next_attempt_at <= ? AND d.id = ("
             " SELECT MIN(e.id) FROM webhook_deliveries e WHERE e.endpoint_id = d.endpoint_id AND e.state = 'pending'"
-            " AND e.order_id IS d.order_id) "
-            f"AND d.id NOT IN ({', '.join('?' * len(skip))}) ORDER BY d.id LIMIT ?",
+            " AND e.order_id IS NOT DISTINCT FROM d.order_id) "
+            f"{not_busy}ORDER BY d.id LIMIT ?",
             [_iso(now), *skip, limit]).fetchall()
         return [Delivery(*row[:5], datetime.fromisoformat(row[5]), *row[6:]) for row in rows]
 
     def deliveries(self, *, failed_only: bool = False, limit: int = 50) -> list[dict[str, Any]]:
         """The newest deliveries (or only those failed or given up), newest first."""
         where = "WHERE state IN ('failed', 'gave_up')" if failed_only else ""
-        return list(self.db.query(
+        return self.query(
             "SELECT id, endpoint_id, webhook_id, event, order_id, state, attempts, last_status, last_error, "
             f"created_at, next_attempt_at, delivered_at FROM webhook_deliveries {where} ORDER BY id DESC LIMIT ?",
-            [limit]))
+            [limit])
 
     def gauges(self) -> StoreFigures:
         """The figures a metrics scrape reads (cheap: no count over fixes or events)."""
@@ -121,7 +124,7 @@ class Queries(Tables):
     def _with_since(self, where: str, params: tuple[Any, ...]) -> list[tuple[OrderRecord, datetime]]:
         """Orders with the time each reached its status."""
         rows = self.conn.execute(
-            f"SELECT {_RECORD_COLUMNS}, COALESCE(status_since, updated_at) AS since FROM orders WHERE {where}",
+            f"SELECT {_RECORD_COLUMNS}, {_SINCE} AS since FROM orders WHERE {where}",
             params).fetchall()
         return [(_record(row[:-1]), datetime.fromisoformat(row[-1])) for row in rows]
 
@@ -133,7 +136,8 @@ class Queries(Tables):
 
     def board(self, shop_id: str, done_since: datetime, limit: int = 500) -> list[tuple[OrderRecord, datetime]]:
         """A shop's board: its active orders and those that ended since `done_since`, oldest status first."""
-        return self._with_since(f"shop_id = ? AND (status NOT IN {_FINAL_SQL} OR since >= ?) ORDER BY since LIMIT ?",
+        return self._with_since(f"shop_id = ? AND (status NOT IN {_FINAL_SQL} OR {_SINCE} >= ?) ORDER BY since "
+                                "LIMIT ?",
                                 (shop_id, _iso(done_since), limit))
 
     def board_card(self, order_id: str) -> tuple[OrderRecord, datetime] | None:
@@ -156,9 +160,9 @@ class Queries(Tables):
                 where.append(f"{column} = ?")
                 params.append(value)
         clause = (" WHERE " + " AND ".join(where)) if where else ""
-        rows = list(self.db.query(
+        rows = self.query(
             "SELECT order_id, shop_id, courier_id, status, created_at, updated_at, order_json FROM orders"
-            f"{clause} ORDER BY updated_at DESC LIMIT ?", [*params, limit]))
+            f"{clause} ORDER BY updated_at DESC LIMIT ?", [*params, limit])
         total = self.conn.execute(f"SELECT COUNT(*) FROM orders{clause}", params).fetchone()[0]
         return rows, total
 
@@ -187,15 +191,15 @@ class Queries(Tables):
     def fixes(self, courier_id: str, start: float, end: float, limit: int) -> tuple[list[dict[str, Any]], bool]:
         """A courier's fixes with start <= tst <= end (epoch seconds), oldest first, every device's; and whether
         there were more than `limit` (the first `limit` are returned)."""
-        rows = list(self.db.query(
+        rows = self.query(
             "SELECT tst, lat, lon, acc, alt, vel, cog, batt, device FROM gps_fixes WHERE courier_id = ? "
-            "AND tst BETWEEN ? AND ? ORDER BY tst, device LIMIT ?", [courier_id, start, end, limit + 1]))
+            "AND tst BETWEEN ? AND ? ORDER BY tst, device LIMIT ?", [courier_id, start, end, limit + 1])
         return rows[:limit], len(rows) > limit
 
     def feed_heads(self) -> dict[str, int]:
         """The newest row id of each source of `feed`: follow from here."""
         return {source: self.conn.execute(f"SELECT COALESCE(MAX({key}), 0) FROM {table}").fetchone()[0]
-                for source, (table, key, _, _) in _FEED.items()}
+                for source, (table, key, *_) in _FEED.items()}
 
     def feed(self, after: dict[str, int] | None, *, shop_id: str | None = None, courier_id: str | None = None,
              order_id: str | None = None, limit: int = 200) -> list[dict[str, Any]]:
@@ -203,7 +207,7 @@ class Queries(Tables):
         `limit` of each source after the ids in `after`, or (after=None) the last `limit` of each; oldest first.
         A refused message matches a shop or courier whose order it names or whose topic it came on."""
         rows: list[dict[str, Any]] = []
-        for source, (table, key, at, columns) in _FEED.items():
+        for source, (table, key, at, columns, courier) in _FEED.items():
             where, params = ([f"x.{key} > ?"], [after[source]]) if after is not None else ([], [])
             if order_id is not None:
                 where.append("x.order_id = ?")
@@ -212,35 +216,30 @@ class Queries(Tables):
                 where.append("(o.shop_id = ?" + (" OR x.topic LIKE ?)" if source == "rejection" else ")"))
                 params += [shop_id, f"shops/{shop_id}/%"] if source == "rejection" else [shop_id]
             if courier_id is not None:
-                where.append("(courier = ?" + (" OR x.topic LIKE ? OR x.topic LIKE ?)" if source == "rejection"
+                where.append(f"({courier} = ?" + (" OR x.topic LIKE ? OR x.topic LIKE ?)" if source == "rejection"
                                                else ")"))
                 params += [courier_id, f"couriers/{courier_id}/%", f"owntracks/{courier_id}/%"] \
                     if source == "rejection" else [courier_id]
             clause = f" WHERE {' AND '.join(where)}" if where else ""
-            found = list(self.db.query(
-                f"SELECT '{source}' AS source, x.{key} AS id, x.{at} AS at, x.order_id, o.shop_id, {columns} "
+            found = self.query(
+                f"SELECT '{source}' AS source, x.{key} AS id, x.{at} AS at, x.order_id, o.shop_id, {columns}, "
+                f"{courier} AS courier "
                 f"FROM {table} x LEFT JOIN orders o ON o.order_id = x.order_id{clause} "
-                f"ORDER BY x.{key} {'ASC' if after is not None else 'DESC'} LIMIT ?", [*params, limit]))
+                f"ORDER BY x.{key} {'ASC' if after is not None else 'DESC'} LIMIT ?", [*params, limit])
             rows += found if after is not None else found[::-1]
         return sorted(rows, key=lambda r: r["at"])
 
     def timeline(self, order_id: str) -> list[dict[str, Any]]:
-        return list(
-            self.db.query(
-                "SELECT at, kind, status, actor, courier_id, reason, media_id FROM order_events WHERE order_id = ? "
-                "ORDER BY id",
-                [order_id],
-            )
-        )
+        return self.query(
+            "SELECT at, kind, status, actor, courier_id, reason, media_id FROM order_events WHERE order_id = ? "
+            "ORDER BY id",
+            [order_id])
 
     def events_since(self, order_id: str, after_id: int) -> list[dict[str, Any]]:
-        return list(
-            self.db.query(
-                "SELECT id, at, kind, status, actor, courier_id, reason FROM order_events "
-                "WHERE order_id = ? AND id > ? ORDER BY id",
-                [order_id, after_id],
-            )
-        )
+        return self.query(
+            "SELECT id, at, kind, status, actor, courier_id, reason FROM order_events "
+            "WHERE order_id = ? AND id > ? ORDER BY id",
+            [order_id, after_id])
 
     def couriers(self, ids: Collection[str] | None = None) -> list[dict[str, Any]]:
         """Every courier the gateway knows of (or those of `ids`), with its devices, newest fix, active orders and
@@ -248,26 +247,23 @@ class Queries(Tables):
         if ids is not None and not ids:
             return []
         only = "" if ids is None else f"WHERE c.courier_id IN ({', '.join('?' * len(ids))}) "
-        return list(
-            self.db.query(
-                "SELECT c.courier_id, c.name, c.registered, c.max_active, c.online, c.last_seen_at, c.presence_at, "
-                "c.fix_json, (SELECT GROUP_CONCAT(s.shop_id, ' ') FROM courier_shops s "
-                " WHERE s.courier_id = c.courier_id) AS shops, "
-                "(c.last_seen_at IS NOT NULL OR EXISTS (SELECT 1 FROM devices d WHERE d.courier_id = c.courier_id)) "
-                " AS heard_from, "
-                "(SELECT GROUP_CONCAT(d.device || CASE d.online WHEN 1 THEN '' ELSE ' (off)' END, ', ') "
-                " FROM devices d WHERE d.courier_id = c.courier_id) AS devices, "
-                "(SELECT COUNT(*) FROM devices d WHERE d.courier_id = c.courier_id AND d.online = 1) "
-                " AS devices_online, "
-                "(SELECT COUNT(*) FROM orders o WHERE o.courier_id = c.courier_id "
-                f" AND o.status NOT IN {_FINAL_SQL}) AS active_orders, "
-                "(SELECT GROUP_CONCAT(o.order_id, ' ') FROM orders o WHERE o.courier_id = c.courier_id "
-                f" AND o.status NOT IN {_FINAL_SQL}) AS active_ids, "
-                "(SELECT COUNT(*) FROM tasks t WHERE t.courier_id = c.courier_id AND t.received_at IS NULL "
-                " AND t.superseded = 0) AS unreceived_tasks "
-                f"FROM couriers c {only}ORDER BY c.courier_id", list(ids or ())
-            )
-        )
+        return self.query(
+            "SELECT c.courier_id, c.name, c.registered, c.max_active, c.online, c.last_seen_at, c.presence_at, "
+            "c.fix_json, (SELECT GROUP_CONCAT(s.shop_id, ' ') FROM courier_shops s "
+            " WHERE s.courier_id = c.courier_id) AS shops, "
+            "CASE WHEN c.last_seen_at IS NOT NULL OR EXISTS (SELECT 1 FROM devices d WHERE d.courier_id = "
+            "c.courier_id) THEN 1 ELSE 0 END AS heard_from, "
+            "(SELECT GROUP_CONCAT(d.device || CASE d.online WHEN 1 THEN '' ELSE ' (off)' END, ', ') "
+            " FROM devices d WHERE d.courier_id = c.courier_id) AS devices, "
+            "(SELECT COUNT(*) FROM devices d WHERE d.courier_id = c.courier_id AND d.online = 1) "
+            " AS devices_online, "
+            "(SELECT COUNT(*) FROM orders o WHERE o.courier_id = c.courier_id "
+            f" AND o.status NOT IN {_FINAL_SQL}) AS active_orders, "
+            "(SELECT GROUP_CONCAT(o.order_id, ' ') FROM orders o WHERE o.courier_id = c.courier_id "
+            f" AND o.status NOT IN {_FINAL_SQL}) AS active_ids, "
+            "(SELECT COUNT(*) FROM tasks t WHERE t.courier_id = c.courier_id AND t.received_at IS NULL "
+            " AND t.superseded = 0) AS unreceived_tasks "
+            f"FROM couriers c {only}ORDER BY c.courier_id", list(ids or ()))
 
     def stats(self) -> dict[str, Any]:
         def counts(sql: str) -> dict[str, int]:
@@ -282,7 +278,7 @@ class Queries(Tables):
             ),
             "tasks": one("SELECT COUNT(*) FROM tasks"),
             "tasks_unreceived": one("SELECT COUNT(*) FROM tasks WHERE received_at IS NULL AND superseded = 0"),
-            "task_resends": one("SELECT COALESCE(SUM(attempts - 1), 0) FROM tasks"),
+            "task_resends": one("SELECT CAST(COALESCE(SUM(attempts - 1), 0) AS INTEGER) FROM tasks"),
             "couriers": one("SELECT COUNT(*) FROM couriers"),
             "couriers_online": one("SELECT COUNT(*) FROM couriers WHERE online = 1"),
             "gps_fixes": one("SELECT COUNT(*) FROM gps_fixes"),
@@ -324,9 +320,6 @@ class Queries(Tables):
         return out
 
     def dead_letters(self, limit: int = 20) -> list[dict[str, Any]]:
-        return list(
-            self.db.query(
-                "SELECT id, received_at, topic, size, reason, order_id FROM dead_letters ORDER BY id DESC LIMIT ?",
-                [limit],
-            )
-        )
+        return self.query(
+            "SELECT id, received_at, topic, size, reason, order_id FROM dead_letters ORDER BY id DESC LIMIT ?",
+            [limit])

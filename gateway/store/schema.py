@@ -7,10 +7,13 @@ older database is brought forward in place and a newer one is refused by its sch
 (`gateway.store.sqlite.SqliteFile`).
 
     python type   SQLite      PostgreSQL
-    str           TEXT        TEXT
+    str           TEXT        TEXT COLLATE "C" (byte order, as SQLite compares, whatever the database's locale)
     int           INTEGER     BIGINT (a single int primary key: generated as identity)
     float         FLOAT       DOUBLE PRECISION
     bytes         BLOB        BYTEA
+
+A table read in insertion order by SQLite's implicit `rowid` (`Table.rowid`) gets a generated
+`rowid` column on PostgreSQL, which has none of its own.
 """
 
 from __future__ import annotations
@@ -46,6 +49,7 @@ class Table:
     pk: tuple[str, ...]
     columns: tuple[Column, ...]
     indexes: tuple[Index, ...] = ()
+    rowid: bool = False
 
     @property
     def generated_id(self) -> bool:
@@ -56,7 +60,8 @@ class Table:
         return next(c for c in self.columns if c.name == name)
 
 
-def _table(name: str, pk: str | tuple[str, ...], columns: str, *, indexes: tuple[Index, ...] = ()) -> Table:
+def _table(name: str, pk: str | tuple[str, ...], columns: str, *, indexes: tuple[Index, ...] = (),
+           rowid: bool = False) -> Table:
     """A table from a compact column list: "name type[!][=default], ..." — type one of str, int, float, bytes;
     ! is NOT NULL."""
     types: dict[str, ColumnType] = {"str": str, "int": int, "float": float, "bytes": bytes}
@@ -66,7 +71,7 @@ def _table(name: str, pk: str | tuple[str, ...], columns: str, *, indexes: tuple
         column_name, kind = declared.split()
         value: int | float | None = None if not default else (float(default) if "." in default else int(default))
         parsed.append(Column(column_name, types[kind.rstrip("!")], kind.endswith("!"), value))
-    return Table(name, (pk,) if isinstance(pk, str) else pk, tuple(parsed), indexes)
+    return Table(name, (pk,) if isinstance(pk, str) else pk, tuple(parsed), indexes, rowid)
 
 
 def _ix(*columns: str, unique: bool = False) -> Index:
@@ -99,7 +104,7 @@ TABLES: tuple[Table, ...] = (
     _table("notices", "notice_id",
            "notice_id str, order_id str!, kind str!, text str!, locale str!, urgent int!, created_at str!, "
            "deferred_until str, sent_at str, dropped_at str",
-           indexes=(_ix("order_id", "created_at"), _ix("deferred_until"))),
+           indexes=(_ix("order_id", "created_at"), _ix("deferred_until")), rowid=True),
     _table("chat_messages", ("order_id", "seq"),
            "order_id str, seq int, msg_id str!, role str!, sender_id str!, sender_name str, kind str!, text str, "
            "lat float, lon float, media_id str, at str!",
@@ -155,7 +160,7 @@ def migrate_sqlite(db: sqlite_utils.Database, tables: tuple[Table, ...] = TABLES
             db[t.name].create_index(list(ix.columns), unique=ix.unique, if_not_exists=True)
 
 
-_PG_TYPES = {str: "TEXT", int: "BIGINT", float: "DOUBLE PRECISION", bytes: "BYTEA"}
+_PG_TYPES = {str: 'TEXT COLLATE "C"', int: "BIGINT", float: "DOUBLE PRECISION", bytes: "BYTEA"}
 
 
 def _q(name: str) -> str:
@@ -172,14 +177,17 @@ def _pg_column(t: Table, c: Column) -> str:
     return sql if c.default is None else f"{sql} DEFAULT {c.default!r}"
 
 
+_PG_ROWID = "rowid BIGINT GENERATED ALWAYS AS IDENTITY"
+
+
 def postgres_ddl(tables: tuple[Table, ...] = TABLES) -> list[str]:
     """The statements that bring a PostgreSQL database to this schema; each is idempotent."""
     out: list[str] = []
     for t in tables:
-        columns = ", ".join(_pg_column(t, c) for c in t.columns)
-        out.append(f"CREATE TABLE IF NOT EXISTS {_q(t.name)} ({columns}, "
+        columns = [_pg_column(t, c) for c in t.columns] + ([_PG_ROWID] if t.rowid else [])
+        out.append(f"CREATE TABLE IF NOT EXISTS {_q(t.name)} ({', '.join(columns)}, "
                    f"PRIMARY KEY ({', '.join(map(_q, t.pk))}))")
-        out += [f"ALTER TABLE {_q(t.name)} ADD COLUMN IF NOT EXISTS {_pg_column(t, c)}" for c in t.columns]
+        out += [f"ALTER TABLE {_q(t.name)} ADD COLUMN IF NOT EXISTS {column}" for column in columns]
         for ix in t.indexes:
             name = f"idx_{t.name}_{'_'.join(ix.columns)}"
             out.append(f"CREATE {'UNIQUE ' if ix.unique else ''}INDEX IF NOT EXISTS {_q(name)} ON {_q(t.name)} "

@@ -20,6 +20,7 @@ from typing import Any
 import sqlite_utils
 
 from gateway.errors import StoreError, translate
+from gateway.store.version import version_problem
 
 log = logging.getLogger("fieldgate.store")
 
@@ -157,25 +158,16 @@ class SqliteFile:
         return None if found is None else int(found[0])
 
     def _check_version(self) -> None:
-        found = self._version()
-        if found is None:
-            raise StoreError(f"{self.path} holds no fieldgate tables yet",
-                             hint="Start `fieldgate serve` on this data directory once, or point --data-dir "
-                             "at the one it uses.")
-        if found < self.SCHEMA_VERSION:
-            raise StoreError(f"{self.path} has schema version {found}; this fieldgate reads {self.SCHEMA_VERSION}",
-                             hint="Start `fieldgate serve` once: it upgrades the file in place.")
-        if found > self.SCHEMA_VERSION:
-            raise StoreError(f"{self.path} has schema version {found}, newer than this fieldgate's "
-                             f"{self.SCHEMA_VERSION}", hint="Use the fieldgate version that wrote it.")
+        problem = version_problem(str(self.path), self._version(), self.SCHEMA_VERSION, readonly=True)
+        if problem is not None:
+            raise problem
 
     def _upgrade(self) -> None:
         """Create or migrate the schema in one transaction; refuse a file from a newer fieldgate."""
         with transaction(self.conn):
-            found = self._version()
-            if found is not None and found > self.SCHEMA_VERSION:
-                raise StoreError(f"{self.path} has schema version {found}, newer than this fieldgate's "
-                                 f"{self.SCHEMA_VERSION}", hint="Use the fieldgate version that wrote it.")
+            problem = version_problem(str(self.path), self._version(), self.SCHEMA_VERSION, readonly=False)
+            if problem is not None:
+                raise problem
             self.db["meta"].create({"key": str, "value": str}, pk="key", if_not_exists=True)
             self._migrate()
             self.conn.execute("INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)", (str(self.SCHEMA_VERSION),))

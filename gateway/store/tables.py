@@ -1,7 +1,8 @@
-"""The SQLite store: `Store` is the one writer of fieldgate's tables, and the only code that creates them.
+"""The store: `Store` is the one writer of fieldgate's tables.
 
-One file, `<data_dir>/fieldgate.db`, in WAL mode so its readers (`gateway.store.queries`: the CLI,
-the HTTP side, the pages) read while the gateway writes.
+The tables live in `<data_dir>/fieldgate.db`, a SQLite file in WAL mode so its readers
+(`gateway.store.queries`: the CLI, the HTTP side, the pages) read while the gateway writes; or,
+with `storage.url`, in a PostgreSQL database several bridges share (`gateway.store.database`).
 
     table          one row per                          written by
     orders         order (latest snapshot)              put_order
@@ -14,7 +15,7 @@ the HTTP side, the pages) read while the gateway writes.
     devices        device (connection) of a courier     set_device, reset_connection_devices
     gps_fixes      GPS fix received                     add_fixes
     dead_letters   inbound message refused              add_dead_letter
-    outbox         outbound message not yet PUBACKed    enqueue, delete_outbox
+    outbox         outbound message not yet PUBACKed    enqueue, adopt_outbox, delete_outbox
     commands       operator command from the CLI        submit_command, finish_command
     notices        notice for a customer (sent, waiting add_notice, drop_waiting_notices, mark_notice_sent
                    for quiet hours' end, or dropped)
@@ -23,7 +24,7 @@ the HTTP side, the pages) read while the gateway writes.
     media          uploaded file (the bytes are in      add_media
                    gateway/store/media.py's files)
     ratings        a customer's rating of an order      add_rating
-    meta           schema version                       _migrate
+    meta           schema version                       the migration (gateway.store.database)
     users          broker user (hashed password)        gateway/store/users.py (Users), on this connection
     tokens         HTTP bearer token (its sha256)       gateway/store/users.py (Tokens), on this connection
     webhooks       webhook endpoint                     add_webhook, remove_webhook, set_webhook_enabled,
@@ -33,16 +34,15 @@ the HTTP side, the pages) read while the gateway writes.
     idempotency    answered HTTP request, by its key    save_idempotent
 
 Writers call methods inside `transaction()`; nothing here commits on its own, so one inbound
-message (or one batch) is all-or-nothing. sqlite-utils creates the schema; writes are plain SQL
-on the same connection so they join the caller's transaction (sqlite-utils' own insert helpers
-commit by themselves). `Tables`, the base of `Store` and of the readers' `Queries`, holds the
+message (or one batch) is all-or-nothing. The schema is `gateway.store.schema`'s; writes are
+plain SQL that both engines read (`gateway.store.postgres` lists the few rewrites), on the
+connection of the caller's transaction. `Tables`, the base of `Store` and of the readers' `Queries`, holds the
 reads both make, and the row converters and SQL pieces `gateway.store.queries` imports from here.
 """
 
 from __future__ import annotations
 
 import json
-import sqlite3
 import uuid
 from collections.abc import Callable
 from contextlib import AbstractContextManager
@@ -67,11 +67,11 @@ from gateway.core.models import (
     Status,
 )
 from gateway.core.webhooks import State, Verdict, event_of
-from gateway.store import schema, sqlite
+from gateway.store.database import DB_NAME, Connection, open_database
+from gateway.store.database import Location as Where
 from gateway.store.media import MediaFiles
 from gateway.store.users import Tokens, Users
 
-DB_NAME = "fieldgate.db"
 PURGED = "[purged]"
 
 
@@ -118,7 +118,7 @@ class Savepoint:
 
     __slots__ = ("conn",)
 
-    def __init__(self, conn: sqlite3.Connection) -> None:
+    def __init__(self, conn: Connection) -> None:
         self.conn = conn
 
     def __enter__(self) -> None:
@@ -163,16 +163,26 @@ class DueTask:
     attempts: int
 
 
-class Tables(sqlite.SqliteFile):
-    """fieldgate.db, open for writing (`Store`) or read-only (`gateway.store.queries.Queries`): its `users` and
-    `tokens`, and the reads both the writer and the readers make."""
+class Tables:
+    """fieldgate.db's tables, open for writing (`Store`) or read-only (`gateway.store.queries.Queries`), in a SQLite
+    file or a PostgreSQL database (`gateway.store.database`): its `users` and `tokens`, and the reads both the
+    writer and the readers make."""
 
-    SCHEMA_VERSION = schema.SCHEMA_VERSION
-
-    def __init__(self, path: Path, *, readonly: bool = False, synchronous: str = "FULL", create: bool = True) -> None:
-        super().__init__(path, readonly=readonly, synchronous=synchronous, create=create)
+    def __init__(self, location: Where, *, readonly: bool = False, synchronous: str = "FULL",
+                 create: bool = True) -> None:
+        self.database = open_database(location, readonly=readonly, synchronous=synchronous, create=create)
+        self.conn = self.database.conn
+        self.where = self.database.where
+        self.directory = self.database.directory
+        self.shared = self.database.shared
         self.users = Users(self.conn)
         self.tokens = Tokens(self.conn)
+
+    def query(self, sql: str, params: list[Any] | tuple[Any, ...] = ()) -> list[dict[str, Any]]:
+        return self.database.query(sql, params)
+
+    def close(self) -> None:
+        self.database.close()
 
     def get_order(self, order_id: str) -> OrderRecord | None:
         row = self.conn.execute(
@@ -209,8 +219,8 @@ class Tables(sqlite.SqliteFile):
         return [_chat(r) for r in rows[:limit]], len(rows) > limit
 
     def media(self, media_id: str) -> dict[str, Any] | None:
-        rows = list(self.db.query("SELECT media_id, order_id, role, uploader_id, kind, content_type, size, sha256, "
-                                  "created_at FROM media WHERE media_id = ?", [media_id]))
+        rows = self.query("SELECT media_id, order_id, role, uploader_id, kind, content_type, size, sha256, "
+                          "created_at FROM media WHERE media_id = ?", [media_id])
         return rows[0] if rows else None
 
     def media_shas(self) -> set[str]:
@@ -218,28 +228,31 @@ class Tables(sqlite.SqliteFile):
 
 
 class Store(Tables):
-    """The gateway's SQLite database, for writing. Not thread-safe: one Store per thread."""
+    """fieldgate.db, for writing. Not thread-safe: one Store per thread.
 
-    def __init__(self, path: Path, *, synchronous: str = "FULL", create: bool = True) -> None:
-        super().__init__(path, synchronous=synchronous, create=create)
+    On PostgreSQL several bridges write at once: reading an order (or a courier's speed) to change it holds it
+    (`Database.lock`) until the transaction ends, so another instance handling the same order waits for this one's
+    commit and reads what it wrote."""
+
+    def __init__(self, location: Where, *, synchronous: str = "FULL", create: bool = True) -> None:
+        super().__init__(location, synchronous=synchronous, create=create)
         self._savepoint = Savepoint(self.conn)  # it holds nothing but the connection: one serves every message
-
-    # ------------------------------------------------------------------ schema
-
-    def _migrate(self) -> None:
-        schema.migrate_sqlite(self.db)
 
     # ------------------------------------------------------------------ transactions
 
-    def transaction(self) -> AbstractContextManager[sqlite3.Connection]:
-        """BEGIN IMMEDIATE … COMMIT; rolls back if the block raises."""
-        return sqlite.transaction(self.conn)
+    def transaction(self) -> AbstractContextManager[Any]:
+        """BEGIN … COMMIT; rolls back if the block raises."""
+        return self.database.transaction()
 
     def savepoint(self) -> Savepoint:
         """A nested all-or-nothing step inside `transaction()`."""
         return self._savepoint
 
     # ------------------------------------------------------------------ orders
+
+    def get_order(self, order_id: str) -> OrderRecord | None:
+        self.database.lock(f"order:{order_id}")
+        return super().get_order(order_id)
 
     def active_orders_of(self, courier_id: str) -> list[OrderRecord]:
         rows = self.conn.execute(
@@ -253,7 +266,8 @@ class Store(Tables):
         from the columns, no order parsed and no model built (this runs for every batch that touched the courier)."""
         rows = self.conn.execute(
             "SELECT order_id, status, json_extract(order_json, '$.address.text'), json_extract(order_json, "
-            "'$.window'), json_extract(tracking_json, '$.eta_seconds'), json_extract(tracking_json, '$.eta_at') "
+            "'$.window'), CAST(json_extract(tracking_json, '$.eta_seconds') AS INTEGER), "
+            "json_extract(tracking_json, '$.eta_at') "
             f"FROM orders WHERE courier_id = ? AND status NOT IN {_FINAL_SQL} ORDER BY created_at, order_id",
             (courier_id,))
         return [{"order_id": order_id, "status": status, "address": address,
@@ -292,7 +306,8 @@ class Store(Tables):
             ),
         )
         if record.courier_id is not None:
-            self.conn.execute("INSERT OR IGNORE INTO couriers (courier_id) VALUES (?)", (record.courier_id,))
+            self.conn.execute("INSERT INTO couriers (courier_id) VALUES (?) ON CONFLICT DO NOTHING",
+                              (record.courier_id,))
 
     def add_happenings(self, order_id: str, happenings: list[Happening], at: datetime) -> None:
         self.conn.executemany(
@@ -350,17 +365,16 @@ class Store(Tables):
                 changes.append(TaskChange(msg_id, order_id, "read_by_courier", waited))
             self.conn.execute(
                 "UPDATE tasks SET received_at = COALESCE(received_at, ?), "
-                "read_at = CASE WHEN ? THEN COALESCE(read_at, ?) ELSE read_at END WHERE msg_id = ?",
+                "read_at = CASE WHEN ? = 1 THEN COALESCE(read_at, ?) ELSE read_at END WHERE msg_id = ?",
                 (stamp, read, stamp, msg_id),
             )
         return changes, unknown
 
     def order_of_task(self, courier_id: str, msg_id: str) -> OrderRecord | None:
-        """The order of one of this courier's tasks."""
-        row = self.conn.execute(
-            f"SELECT {_RECORD_COLUMNS} FROM orders WHERE order_id = "
-            "(SELECT order_id FROM tasks WHERE msg_id = ? AND courier_id = ?)", (msg_id, courier_id)).fetchone()
-        return None if row is None else _record(row)
+        """The order of one of this courier's tasks (held to the commit, as `get_order` holds it)."""
+        row = self.conn.execute("SELECT order_id FROM tasks WHERE msg_id = ? AND courier_id = ?",
+                                (msg_id, courier_id)).fetchone()
+        return None if row is None else self.get_order(row[0])
 
     def due_tasks(self, now: float, limit: int = 500) -> list[DueTask]:
         """Unreceived, current tasks whose retry time has come, for couriers known to be online."""
@@ -405,7 +419,9 @@ class Store(Tables):
     def set_device(self, courier_id: str, device: str, online: bool, how: str, source: str, at: datetime) -> None:
         """One of a courier's devices came or went (`source`: connection, or topic for presence topics)."""
         self.conn.execute(
-            "INSERT OR REPLACE INTO devices (courier_id, device, online, how, source, since) VALUES (?, ?, ?, ?, ?, ?)",
+            "INSERT INTO devices (courier_id, device, online, how, source, since) VALUES (?, ?, ?, ?, ?, ?) "
+            "ON CONFLICT (courier_id, device) DO UPDATE SET online = excluded.online, how = excluded.how, "
+            "source = excluded.source, since = excluded.since",
             (courier_id, device, int(online), how, source, _iso(at)),
         )
 
@@ -445,8 +461,8 @@ class Store(Tables):
         """Store GPS fixes (courier, device, fix, received at) in one statement; a device's fix with a tst it already
         sent is a duplicate, not stored again."""
         self.conn.executemany(
-            "INSERT OR IGNORE INTO gps_fixes (courier_id, device, lat, lon, tst, acc, alt, vel, cog, batt, tid, "
-            "received_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO gps_fixes (courier_id, device, lat, lon, tst, acc, alt, vel, cog, batt, tid, "
+            "received_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
             [(courier_id, device, loc.lat, loc.lon, loc.tst, loc.acc, loc.alt, loc.vel, loc.cog, loc.batt, loc.tid,
               _iso(at)) for courier_id, device, loc, at in fixes],
         )
@@ -510,6 +526,8 @@ class Store(Tables):
                                                     (courier_id,))]
 
     def speed(self, courier_id: str) -> Speed:
+        """The courier's speed, held to the commit (the caller sets the next from it: `set_fix`)."""
+        self.database.lock(f"courier:{courier_id}")
         row = self.conn.execute("SELECT speed_kmh, speed_samples FROM couriers WHERE courier_id = ?",
                                 (courier_id,)).fetchone()
         return Speed() if row is None or not row[1] else Speed(row[0], row[1])
@@ -541,7 +559,8 @@ class Store(Tables):
             "SELECT t.order_id, t.courier_id FROM tasks t JOIN orders o ON o.order_id = t.order_id "
             "AND o.courier_id = t.courier_id "
             "WHERE t.kind = 'assign' AND t.received_at IS NULL AND t.superseded = 0 AND t.created_at < ? "
-            f"AND o.status NOT IN {_FINAL_SQL} AND json_extract(o.dispatch_json, '$.auto') "
+            f"AND o.status NOT IN {_FINAL_SQL} AND CAST(json_extract(o.dispatch_json, '$.auto') AS TEXT) "
+            "IN ('1', 'true') "  # SQLite reads a JSON true as 1, PostgreSQL as 'true'
             "ORDER BY t.created_at LIMIT ?", (_iso(sent_before), limit))]
 
     # ------------------------------------------------------------------ shops' open orders, retained states
@@ -627,7 +646,9 @@ class Store(Tables):
             (order_id, reader.role, reader.id)).fetchone()
         if mark < 1 or (before is not None and before[0] >= mark):
             return None
-        self.conn.execute("INSERT OR REPLACE INTO chat_reads VALUES (?, ?, ?, ?, ?)",
+        self.conn.execute("INSERT INTO chat_reads (order_id, role, reader_id, read_up_to, at) VALUES (?, ?, ?, ?, ?) "
+                          "ON CONFLICT (order_id, role, reader_id) DO UPDATE SET read_up_to = excluded.read_up_to, "
+                          "at = excluded.at",
                           (order_id, reader.role, reader.id, mark, _iso(at)))
         return mark
 
@@ -654,7 +675,8 @@ class Store(Tables):
     def add_rating(self, order_id: str, stars: int, comment: str | None, courier_id: str | None, shop_id: str,
                    at: datetime) -> bool:
         """Store a rating; False if the order was rated before."""
-        cur = self.conn.execute("INSERT OR IGNORE INTO ratings VALUES (?, ?, ?, ?, ?, ?)",
+        cur = self.conn.execute("INSERT INTO ratings (order_id, stars, comment, courier_id, shop_id, at) "
+                                "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
                                 (order_id, stars, comment, courier_id, shop_id, _iso(at)))
         return cur.rowcount == 1
 
@@ -720,7 +742,7 @@ class Store(Tables):
 
     def idempotent(self, user: str, key: str, since: datetime) -> tuple[str, int, bytes] | None:
         """(request sha, status, body) answered to this user's key after `since`."""
-        row = self.conn.execute("SELECT request_sha, status, body FROM idempotency WHERE user = ? AND key = ? "
+        row = self.conn.execute("SELECT request_sha, status, body FROM idempotency WHERE \"user\" = ? AND key = ? "
                                 "AND created_at > ?", (user, key, _iso(since))).fetchone()
         return None if row is None else (row[0], row[1], bytes(row[2]))
 
@@ -728,16 +750,17 @@ class Store(Tables):
                         forget_before: datetime) -> None:
         """Keep an answer under its key; forget the answers of keys older than `forget_before`."""
         self.conn.execute("DELETE FROM idempotency WHERE created_at < ?", (_iso(forget_before),))
-        self.conn.execute("INSERT OR REPLACE INTO idempotency VALUES (?, ?, ?, ?, ?, ?)",
+        self.conn.execute('INSERT INTO idempotency ("user", key, request_sha, status, body, created_at) '
+                          "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (\"user\", key) DO UPDATE SET "
+                          "request_sha = excluded.request_sha, status = excluded.status, body = excluded.body, "
+                          "created_at = excluded.created_at",
                           (user, key, request_sha, status, body, _iso(at)))
 
     # ------------------------------------------------------------------ operator commands (the CLI's inbox)
 
     def submit_command(self, payload: bytes, at: datetime) -> int:
-        cur = self.conn.execute("INSERT INTO commands (submitted_at, payload, state) VALUES (?, ?, 'pending')",
-                                (_iso(at), payload))
-        assert cur.lastrowid is not None
-        return cur.lastrowid
+        return self.conn.execute("INSERT INTO commands (submitted_at, payload, state) VALUES (?, ?, 'pending') "
+                                 "RETURNING id", (_iso(at), payload)).fetchone()[0]
 
     def pending_commands(self, limit: int = 100) -> list[tuple[int, bytes]]:
         return [(row[0], bytes(row[1])) for row in self.conn.execute(
@@ -771,17 +794,32 @@ class Store(Tables):
         stamp = _iso(at)
         rows = []
         for m in messages:
-            cur = self.conn.execute(
-                "INSERT INTO outbox (topic, payload, retain, created_at) VALUES (?, ?, ?, ?)",
+            [outbox_id] = self.conn.execute(
+                "INSERT INTO outbox (topic, payload, retain, created_at) VALUES (?, ?, ?, ?) RETURNING id",
                 (m.topic, m.payload, int(m.retain), stamp),
-            )
-            assert cur.lastrowid is not None
-            rows.append((cur.lastrowid, m))
+            ).fetchone()
+            rows.append((outbox_id, m))
         return rows
 
     def pending_outbox(self) -> list[tuple[int, Outgoing]]:
         rows = self.conn.execute("SELECT id, topic, payload, retain FROM outbox ORDER BY id").fetchall()
         return [(row[0], Outgoing(row[1], bytes(row[2]), bool(row[3]))) for row in rows]
+
+    def adopt_outbox(self, older_than: datetime, now: datetime, held: set[int], limit: int = 500,
+                     ) -> list[tuple[int, Outgoing]]:
+        """Outbox rows made before `older_than` that this bridge does not hold: left by an instance that died (or by
+        this one's previous run). Each is claimed by restamping it `now` — of two instances adopting at once, the
+        second finds it restamped and leaves it — so it is published by one, and adopted again if that one dies."""
+        rows = self.conn.execute("SELECT id, topic, payload, retain, created_at FROM outbox WHERE created_at < ? "
+                                 "ORDER BY id LIMIT ?", (_iso(older_than), limit)).fetchall()
+        adopted = []
+        for outbox_id, topic, payload, retain, created_at in rows:
+            if outbox_id in held:
+                continue
+            if self.conn.execute("UPDATE outbox SET created_at = ? WHERE id = ? AND created_at = ?",
+                                 (_iso(now), outbox_id, created_at)).rowcount == 1:
+                adopted.append((outbox_id, Outgoing(topic, bytes(payload), bool(retain))))
+        return adopted
 
     def delete_outbox(self, ids: list[int]) -> None:
         self.conn.executemany("DELETE FROM outbox WHERE id = ?", [(i,) for i in ids])

@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import hashlib
 import secrets
-import sqlite3
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from gateway.auth import hash_password
 from gateway.core.acl import USER_ROLES, Role
 from gateway.errors import FieldgateError
+from gateway.store.database import Connection
 
 
 class UserError(FieldgateError):
@@ -34,7 +34,7 @@ class User:
 class Users:
     """Rows of the `users` table, on a connection to fieldgate.db."""
 
-    def __init__(self, conn: sqlite3.Connection) -> None:
+    def __init__(self, conn: Connection) -> None:
         self.conn = conn
 
     def add(self, name: str, role: Role, user_id: str | None, password: str) -> User:
@@ -47,13 +47,10 @@ class Users:
             raise UserError(f"invalid id {user_id!r}: it appears in topic names", hint="No '/', '+' or '#'.")
         if not password:
             raise UserError("empty password")
-        try:
-            self.conn.execute("INSERT INTO users (name, role, id, password_hash, created_at) "
-                              "VALUES (?, ?, ?, ?, strftime('%Y-%m-%dT%H:%M:%SZ', 'now'))",
-                              (name, role.value, user_id, hash_password(password)))
-        except sqlite3.IntegrityError:
-            raise UserError(f"user {name!r} exists", hint="Use `fieldgate users passwd` to change its password.") \
-                from None
+        if not self.conn.execute("INSERT INTO users (name, role, id, password_hash, created_at) VALUES (?, ?, ?, ?, ?) "
+                                 "ON CONFLICT DO NOTHING", (name, role.value, user_id, hash_password(password),
+                                                            _now())).rowcount:
+            raise UserError(f"user {name!r} exists", hint="Use `fieldgate users passwd` to change its password.")
         return self.get(name)  # type: ignore[return-value]
 
     def set_password(self, name: str, password: str) -> None:
@@ -95,6 +92,10 @@ class Token:
     revoked_at: str | None
 
 
+def _now() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
 def _digest(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
@@ -102,7 +103,7 @@ def _digest(token: str) -> str:
 class Tokens:
     """Rows of the `tokens` table: bearer tokens of users, for the HTTP side."""
 
-    def __init__(self, conn: sqlite3.Connection) -> None:
+    def __init__(self, conn: Connection) -> None:
         self.conn = conn
 
     def create(self, user: str, expires_at: datetime | None) -> tuple[Token, str]:
@@ -112,13 +113,14 @@ class Tokens:
         token_id = secrets.token_hex(4)
         token = f"fg_{token_id}_{secrets.token_urlsafe(32)}"
         now = datetime.now(UTC).isoformat(timespec="seconds")
-        self.conn.execute("INSERT INTO tokens (token_id, user, digest, created_at, expires_at) VALUES (?, ?, ?, ?, ?)",
+        self.conn.execute('INSERT INTO tokens (token_id, "user", digest, created_at, expires_at) '
+                          "VALUES (?, ?, ?, ?, ?)",
                           (token_id, user, _digest(token), now,
                            None if expires_at is None else expires_at.astimezone(UTC).isoformat(timespec="seconds")))
         return Token(token_id, user, now, None if expires_at is None else expires_at.isoformat(), None), token
 
     def list(self) -> list[Token]:
-        rows = self.conn.execute("SELECT token_id, user, created_at, expires_at, revoked_at FROM tokens "
+        rows = self.conn.execute('SELECT token_id, "user", created_at, expires_at, revoked_at FROM tokens '
                                  "ORDER BY created_at, token_id")
         return [Token(*row) for row in rows]
 
@@ -131,7 +133,7 @@ class Tokens:
     def user_of(self, token: str, now: datetime) -> User | None:
         """The user of a live (not revoked, not expired) token, or None."""
         row = self.conn.execute(
-            "SELECT u.name, u.role, u.id, u.created_at FROM tokens t JOIN users u ON u.name = t.user "
+            'SELECT u.name, u.role, u.id, u.created_at FROM tokens t JOIN users u ON u.name = t."user" '
             "WHERE t.digest = ? AND t.revoked_at IS NULL AND (t.expires_at IS NULL OR t.expires_at > ?)",
             (_digest(token), now.astimezone(UTC).isoformat(timespec="seconds"))).fetchone()
         return None if row is None else User(row[0], Role(row[1]), row[2], row[3])

@@ -1,0 +1,107 @@
+"""Where fieldgate.db's tables live: a SQLite file (the default) or a PostgreSQL database (`storage.url`).
+
+`open_database` is the one place that chooses. Both kinds answer the same small surface
+(`Database`), so `gateway.store.tables` and `gateway.store.queries` are written once:
+
+    conn           execute / executemany, as sqlite3's (PostgreSQL: `gateway.store.postgres.PgConnection`)
+    query          rows as dicts
+    transaction()  BEGIN … COMMIT, rolled back if the block raises
+    lock(key)      hold an order or a courier to the commit (SQLite: nothing to do, its writer is alone)
+    where          what to name it in messages (a path, or the URL without its password)
+    directory      the folder of the SQLite file (None on PostgreSQL: the data directory is used)
+    shared         several bridges may write it at once (PostgreSQL), or one only (the SQLite file)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import AbstractContextManager
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+
+from gateway.store import schema, sqlite
+
+if TYPE_CHECKING:
+    from gateway.config import Settings
+
+#: A store's location: the SQLite file's path, or a postgresql:// URL.
+Location = Path | str
+
+DB_NAME = "fieldgate.db"
+
+
+class Cursor(Protocol):
+    rowcount: int
+
+    def fetchone(self) -> Any: ...
+
+    def fetchall(self) -> list[Any]: ...
+
+    def __iter__(self) -> Iterator[Any]: ...
+
+
+class Connection(Protocol):
+    def execute(self, sql: str, params: Sequence[Any] = ..., /) -> Cursor: ...
+
+    def executemany(self, sql: str, seq: Iterable[Sequence[Any]], /) -> Cursor: ...
+
+
+class Database(Protocol):
+    conn: Connection
+    where: str
+    directory: Path | None
+    shared: bool
+
+    def query(self, sql: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]: ...
+
+    def transaction(self) -> AbstractContextManager[Any]: ...
+
+    def lock(self, key: str) -> None: ...
+
+    def close(self) -> None: ...
+
+
+def is_postgres(location: Location) -> bool:
+    return isinstance(location, str) and location.startswith(("postgresql://", "postgres://"))
+
+
+def location_of(settings: Settings) -> Location:
+    """Where the settings put the store: `storage.url` if set, else `<data_dir>/fieldgate.db`."""
+    return settings.storage.url or settings.data_dir / DB_NAME
+
+
+class FieldgateFile(sqlite.SqliteFile):
+    """fieldgate.db as a SQLite file (WAL mode: readers read while the one writer writes)."""
+
+    SCHEMA_VERSION = schema.SCHEMA_VERSION
+    shared = False
+
+    @property
+    def where(self) -> str:
+        return str(self.path)
+
+    @property
+    def directory(self) -> Path:
+        return self.path.parent
+
+    def _migrate(self) -> None:
+        schema.migrate_sqlite(self.db)
+
+    def query(self, sql: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
+        return list(self.db.query(sql, params))
+
+    def transaction(self) -> AbstractContextManager[Any]:
+        return sqlite.transaction(self.conn)
+
+    def lock(self, key: str) -> None:
+        """Nothing to hold: BEGIN IMMEDIATE already makes the one writer's transactions take turns."""
+
+
+def open_database(location: Location, *, readonly: bool = False, synchronous: str = "FULL",
+                  create: bool = True) -> Database:
+    """Open fieldgate.db's tables for writing (created or migrated) or read-only (version checked)."""
+    if is_postgres(location):
+        from gateway.store.postgres import PgDatabase  # psycopg loads only for a PostgreSQL store
+
+        return PgDatabase(str(location), readonly=readonly, create=create)
+    return FieldgateFile(Path(location), readonly=readonly, synchronous=synchronous, create=create)

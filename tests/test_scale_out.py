@@ -1,0 +1,120 @@
+"""Beyond one machine: bridges on RabbitMQ (its MQTT plugin serving the clients) sharing a PostgreSQL store.
+
+Real servers from Debian's packages (the session's RabbitMQ node and PostgreSQL), real `fieldgate bridge`
+processes, real paho clients; an instance is killed with SIGKILL mid-stream.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from conftest import DEADLINE, TEST_CONFIG, GatewayProcess, eventually, fix, order
+
+from gateway.bridge.amqp import PARTITIONS
+from gateway.store.postgres import StoreCheck, check_store
+from gateway.store.queries import Queries
+
+COURIERS = 4
+ORDERS_PER_COURIER = 5
+FIXES_PER_ORDER = 6
+
+
+def bridges_on(rabbitmq, postgres_url: str, spawn, data: Path) -> Callable[[], GatewayProcess]:
+    """Start one more bridge instance on the RabbitMQ node and the shared store (all share one data directory)."""
+
+    def start() -> GatewayProcess:
+        return spawn("--engine", rabbitmq.amqp_url, command="bridge", data_dir=data,
+                     config={**TEST_CONFIG, "storage": {"url": postgres_url}}, ready="fieldgate bridge ready")
+
+    return start
+
+
+def store_shows(postgres_url: str, bridges: int) -> StoreCheck:
+    """Wait until `bridges` instances run on the store and own every partition between them."""
+    return eventually(lambda: (c := check_store(postgres_url, PARTITIONS)).bridges == bridges
+                      and c.partitions_owned == PARTITIONS and c, f"{bridges} bridges owning every partition")
+
+
+@pytest.mark.rabbitmq
+def test_two_bridges_share_the_partitions_and_one_killed_mid_stream_loses_and_repeats_nothing(
+        rabbitmq, postgres_url, spawn, peers, ids, tmp_path):
+    start = bridges_on(rabbitmq, postgres_url, spawn, tmp_path / "data")
+    first, second = start(), start()
+    store_shows(postgres_url, 2)
+    for bridge in (first, second):  # each consumes its share, no partition twice
+        bridge.wait_log("partitions changed")
+
+    shop = ids("shop")
+    couriers = [ids(f"c{i}") for i in range(COURIERS)]
+    orders = {c: [ids(f"{c}-A{j}") for j in range(ORDERS_PER_COURIER)] for c in couriers}
+    ordersys = peers(rabbitmq.mqtt_port, subscribe=("ordersys/acks",))
+    phones = {c: peers(rabbitmq.mqtt_port, subscribe=(f"couriers/{c}/tasks", f"couriers/{c}/errors"))
+              for c in couriers}
+    for courier, oids in orders.items():
+        for oid in oids:
+            ordersys.publish("orders/in", order(order_id=oid, shop_id=shop, courier_id=courier))
+    every = {oid for oids in orders.values() for oid in oids}
+    ordersys.wait_until(lambda: every <= {a["order_id"] for a in ordersys.on("ordersys/acks")
+                                          if a["kind"] == "assigned"}, "every order assigned")
+
+    # The shop marks each order packed; then the stream: each phone confirms its tasks and, order after order,
+    # reports fixes, the pickup and the delivery. Halfway through, one instance is killed.
+    terminal = peers(rabbitmq.mqtt_port)
+    for oid in sorted(every):
+        terminal.publish(f"shops/{shop}/commands", {"command": "packed", "order_id": oid})
+    ordersys.wait_until(lambda: every <= {a["order_id"] for a in ordersys.on("ordersys/acks")
+                                          if a.get("status") == "packed"}, "every order packed")
+    sent_fixes: Counter[str] = Counter()
+    receipted: Counter[str] = Counter()  # per order, the tasks its courier's phone confirmed
+    now = int(time.time())
+    steps = []
+    for courier, oids in orders.items():
+        tasks = phones[courier].wait_for(f"couriers/{courier}/tasks", count=len(oids))
+        steps.append((courier, "receipts", {"msg_ids": [t["msg_id"] for t in tasks]}))
+        receipted.update(t["order_id"] for t in tasks)
+        for j, oid in enumerate(oids):
+            for k in range(FIXES_PER_ORDER):
+                tst = now - 600 + j * FIXES_PER_ORDER + k
+                steps.append((courier, "gps", fix(31.23 + k * 1e-4, 121.47, ago=0) | {"tst": tst}))
+                if k == FIXES_PER_ORDER // 2:
+                    steps.append((courier, "status", {"order_id": oid, "status": "picked_up"}))
+            steps.append((courier, "status", {"order_id": oid, "status": "delivered"}))
+    by_courier = [[s for s in steps if s[0] == c] for c in couriers]
+    interleaved = [s for group in zip(*by_courier, strict=True) for s in group]  # every courier at once
+    for n, (courier, kind, payload) in enumerate(interleaved):
+        if n == len(interleaved) // 2:
+            first.kill()  # SIGKILL: whatever it had in hand is delivered again, to the survivor
+        phones[courier].publish(f"couriers/{courier}/{kind}", payload)
+        sent_fixes[courier] += kind == "gps"
+
+    store_shows(postgres_url, 1)  # the survivor took every partition over
+    ordersys.wait_until(lambda: every <= {a["order_id"] for a in ordersys.on("ordersys/acks")
+                                          if a.get("status") == "delivered"}, "every order delivered",
+                        timeout=DEADLINE * 2)
+
+    store = Queries(postgres_url)
+    for oid in sorted(every):  # applied exactly once each, in the order each sender sent it
+        steps_of = Counter(e["kind"] for e in store.timeline(oid))
+        statuses = [e["status"] for e in store.timeline(oid) if e["kind"] == "status"]
+        assert [st for st in statuses if st != "arriving"] == ["packed", "picked_up", "delivered"], statuses
+        assert statuses.count("arriving") <= 1, statuses  # the geofence's, once at most
+        assert steps_of["created"] == steps_of["assigned"] == 1 and "rejected" not in steps_of, steps_of
+        assert steps_of["delivered_to_courier"] == receipted[oid], steps_of  # one per task confirmed
+    for courier in couriers:
+        [[stored]] = store.conn.execute("SELECT COUNT(*) FROM gps_fixes WHERE courier_id = ?", (courier,)).fetchall()
+        assert stored == sent_fixes[courier]
+        assert phones[courier].on(f"couriers/{courier}/errors") == []
+    dead = [(topic, reason) for topic, reason, oid in store.conn.execute(
+        "SELECT topic, reason, order_id FROM dead_letters") if oid in every or shop in topic
+        or any(f"/{c}/" in topic for c in couriers)]
+    assert dead == []
+    acks = Counter((a["order_id"], a["kind"], a.get("status")) for a in ordersys.on("ordersys/acks")
+                   if a["order_id"] in every)
+    repeated = sum(n - 1 for n in acks.values())
+    print(f"{len(interleaved)} messages, one of two bridges killed halfway: {sum(acks.values())} acks, "
+          f"{repeated} of them repeats (MQTT's at-least-once)")
+    assert all(acks[(oid, "status_changed", "delivered")] >= 1 for oid in every)
