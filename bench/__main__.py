@@ -5,6 +5,7 @@
     python -m bench ingest latency   # some workloads (dispatch: latency with nearest-idle assignment)
     python -m bench cingest          # ingest from 4 C publishers (mosquitto_pub -l -q 1 -M 1000), 4 x 10,000 fixes
     python -m bench restart          # fieldgate's restart with 100k queued + 100k retained
+    python -m bench scale            # 1, 2, 3 bridges on RabbitMQ + PostgreSQL applying a backlog (bench/scale.py)
 
 Prints a table, writes bench/results/latest.json and bench/results/latest.png.
 
@@ -24,7 +25,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench import brokers, report, restart, workloads
+from bench import brokers, report, restart, scale, workloads
 from cli.common import progress
 
 WORKLOADS = ("ingest", "cingest", "latency", "dispatch", "fanout", "connections")
@@ -33,15 +34,20 @@ WORKLOADS = ("ingest", "cingest", "latency", "dispatch", "fanout", "connections"
 def main() -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("workloads", nargs="*", help=f"which to run: {', '.join(WORKLOADS)}, restart (default: all)")
+    parser.add_argument("workloads", nargs="*", help=f"which to run: {', '.join(WORKLOADS)}, restart (default: all), "
+                        "or scale alone")
     parser.add_argument("--quick", action="store_true", help="small sizes, for a smoke run")
     parser.add_argument("--brokers", default=",".join(brokers.NAMES), help="comma-separated subset")
     args, rest = parser.parse_known_args()
     chosen = args.workloads or [*WORKLOADS, "restart"]
-    if unknown := set(chosen) - {*WORKLOADS, "restart"}:
+    if unknown := set(chosen) - {*WORKLOADS, "restart", "scale"}:
         parser.error(f"unknown workload(s): {', '.join(sorted(unknown))}")
     if chosen == ["restart"]:
         return restart.main(rest)
+    if "scale" in chosen:  # its own engines (RabbitMQ, PostgreSQL), not the three brokers: run on its own
+        if chosen != ["scale"]:
+            parser.error("scale runs on its own: python -m bench scale")
+        return scale.main(rest + (["--quick"] if args.quick else []))
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)  # 10,000 connections need the descriptors
     resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, min(hard, 65536)), hard))
     sizes = {

@@ -2,20 +2,15 @@
 
 from __future__ import annotations
 
-import base64
-import contextlib
-import hashlib
 import itertools
 import json
 import os
-import random
 import re
 import shutil
 import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -30,6 +25,7 @@ import pytest
 import yaml
 from paho.mqtt.enums import CallbackAPIVersion
 
+from bench import engines
 from gateway.core.geo import offset
 from gateway.core.models import Courier, Shop
 from gateway.store.queries import Queries
@@ -218,7 +214,7 @@ def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayProcess
 @pytest.fixture(scope="session")
 def gateway_on_postgresql(tmp_path_factory: pytest.TempPathFactory, postgres_server: str) -> Iterator[GatewayProcess]:
     """`gateway` with its tables in a PostgreSQL database (`storage.url`; its bridge joins over loopback MQTT)."""
-    url = new_database(postgres_server, "shared_gateway")
+    url = engines.new_database(postgres_server, "shared_gateway")
     gw = launch(tmp_path_factory.mktemp("shared-gateway-pg"), config={**TEST_CONFIG, "storage": {"url": url}})
     yield gw
     gw.kill()
@@ -262,7 +258,7 @@ def mosquitto_at(tmp_path: Path) -> Callable[[int], AbstractContextManager[int]]
                         "max_queued_messages 100000\nlog_dest stderr\n")
         proc = subprocess.Popen([binary, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         try:
-            eventually(lambda: proc.poll() is not None or _accepts(port), "mosquitto listening")
+            eventually(lambda: proc.poll() is not None or engines.accepts(port), "mosquitto listening")
             if proc.poll() is not None:
                 raise AssertionError(f"mosquitto did not start: {proc.stderr.read() if proc.stderr else ''}")
             yield port
@@ -273,14 +269,6 @@ def mosquitto_at(tmp_path: Path) -> Callable[[int], AbstractContextManager[int]]
     return run
 
 
-def _accepts(port: int) -> bool:
-    try:
-        socket.create_connection(("127.0.0.1", port), timeout=1).close()
-        return True
-    except OSError:
-        return False
-
-
 @pytest.fixture
 def mosquitto(mosquitto_at: Callable[[int], AbstractContextManager[int]]) -> Iterator[int]:
     """A fresh mosquitto on 127.0.0.1; its port."""
@@ -288,147 +276,39 @@ def mosquitto(mosquitto_at: Callable[[int], AbstractContextManager[int]]) -> Ite
         yield port
 
 
-def _postgres_bin(name: str) -> str | None:
-    """Debian's PostgreSQL binaries live in /usr/lib/postgresql/<version>/bin, off the PATH."""
-    found = sorted(Path("/usr/lib/postgresql").glob(f"*/bin/{name}"))
-    return str(found[-1]) if found else shutil.which(name)
+@contextmanager
+def _engine(started: AbstractContextManager[Any]) -> Iterator[Any]:
+    """An engine of `bench.engines` for the session; its Debian package missing skips the tests that need it (fails
+    them in CI, whose .ci/run installs it)."""
+    try:
+        with started as engine:
+            yield engine
+    except engines.EngineMissing as exc:
+        if os.environ.get("CI"):
+            pytest.fail(f"{exc}; .ci/run installs it")
+        pytest.skip(str(exc))
 
 
 @pytest.fixture(scope="session")
 def postgres_server() -> Iterator[str]:
-    """One PostgreSQL server per test session (per xdist worker): Debian's binaries, `initdb` in a temporary
-    folder, listening on a free port on 127.0.0.1 with trust auth for the user `fieldgate`; fsync off (these tests
-    kill gateways, never the database). Run as the `postgres` user when the tests run as root (PostgreSQL refuses
-    root). Yields the server's URL without a database name."""
-    initdb, pg_ctl = _postgres_bin("initdb"), _postgres_bin("pg_ctl")
-    if initdb is None or pg_ctl is None:
-        if os.environ.get("CI"):
-            pytest.fail("PostgreSQL is not installed; .ci/run installs Debian's postgresql package")
-        pytest.skip("PostgreSQL is not installed (apt-get install postgresql)")
-    folder = Path(tempfile.mkdtemp(prefix="fieldgate-pg-"))
-    as_user: list[str] = []
-    if os.geteuid() == 0:
-        as_user = ["runuser", "-u", "postgres", "--"]
-        shutil.chown(folder, "postgres")
-    port = free_port()
-    data = folder / "data"
-    run = lambda *args: subprocess.run([*as_user, *args], check=True, capture_output=True, text=True)  # noqa: E731
-    run(initdb, "-D", str(data), "-U", "fieldgate", "--auth=trust", "-E", "UTF8", "--locale=C.UTF-8")
-    options = f"-p {port} -k {folder} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=200"
-    run(pg_ctl, "-D", str(data), "-o", options, "-l", str(folder / "log"), "-w", "-t", str(int(DEADLINE)), "start")
-    try:
-        yield f"postgresql://fieldgate@127.0.0.1:{port}"
-    finally:
-        subprocess.run([*as_user, pg_ctl, "-D", str(data), "-m", "immediate", "-w", "stop"], capture_output=True)
-        shutil.rmtree(folder, ignore_errors=True)
-
-
-@dataclass(frozen=True)
-class RabbitMQ:
-    """One RabbitMQ node with its MQTT plugin, on free ports of 127.0.0.1."""
-
-    amqp_url: str
-    mqtt_port: int
-
-
-BRIDGE_SECRET = "a long secret"
-
-
-def _quiet_port() -> int:
-    """A free port below Linux's ephemeral range (32768-60999): RabbitMQ takes seconds to open its listeners, and a
-    port from `free_port` may meanwhile become some connection's source port or another test's listener."""
-    for _ in range(1000):
-        port = random.randrange(20000, 32000)
-        with socket.socket() as s:
-            try:
-                s.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return port
-    raise AssertionError("no free port between 20000 and 32000")
-
-
-def _rabbitmq_users() -> dict[str, Any]:
-    """RabbitMQ definitions: `guest` (what anonymous MQTT clients act as) may do anything; the bridge's user has the
-    permissions the README gives it, read from the README's own command."""
-    [(configure, write, read)] = re.findall(r"rabbitmqctl set_permissions -p / fieldgate-bridge '([^']+)' '([^']+)' "
-                                            r"'([^']+)'", (ROOT / "README.md").read_text())
-
-    def user(name: str, password: str, tags: list[str]) -> dict[str, Any]:
-        salt = os.urandom(4)  # rabbit_password_hashing_sha256: base64(salt + sha256(salt + password))
-        digest = base64.b64encode(salt + hashlib.sha256(salt + password.encode()).digest()).decode()
-        return {"name": name, "password_hash": digest, "hashing_algorithm": "rabbit_password_hashing_sha256",
-                "tags": tags}
-
-    return {"users": [user("guest", "guest", ["administrator"]), user("fieldgate-bridge", BRIDGE_SECRET, [])],
-            "vhosts": [{"name": "/"}, {"name": "empty"}],  # empty: no bridge ever connects there
-            "permissions": [{"user": "guest", "vhost": "/", "configure": ".*", "write": ".*", "read": ".*"},
-                            {"user": "guest", "vhost": "empty", "configure": ".*", "write": ".*", "read": ".*"},
-                            {"user": "fieldgate-bridge", "vhost": "/", "configure": configure, "write": write,
-                             "read": read}]}
+    """One PostgreSQL server per test session (per xdist worker), `bench.engines.postgres`; its URL without a
+    database name."""
+    with _engine(engines.postgres(DEADLINE)) as url:
+        yield url
 
 
 @pytest.fixture(scope="session")
-def rabbitmq() -> Iterator[RabbitMQ]:
-    """One RabbitMQ node per test session (per xdist worker): Debian's rabbitmq-server with the MQTT plugin
-    (persistent sessions on quorum queues), its own data folder, Erlang cookie and port mapper, free ports;
-    anonymous MQTT clients act as the guest user. Killed, with its port mapper, at the end."""
-    server = Path("/usr/lib/rabbitmq/bin/rabbitmq-server")
-    if not server.exists():
-        if os.environ.get("CI"):
-            pytest.fail("RabbitMQ is not installed; .ci/run installs Debian's rabbitmq-server package")
-        pytest.skip("RabbitMQ is not installed (apt-get install rabbitmq-server)")
-    folder = Path(tempfile.mkdtemp(prefix="fieldgate-rabbitmq-"))
-    amqp, mqtt, dist, epmd = (_quiet_port() for _ in range(4))
-    conf = (ROOT / "contrib" / "rabbitmq.conf").read_text()  # the README's, with test listeners and anonymity
-    for documented, here in [("listeners.tcp.default = 5672", f"listeners.tcp.1 = 127.0.0.1:{amqp}"),
-                             ("mqtt.listeners.tcp.default = 1883", f"mqtt.listeners.tcp.1 = 127.0.0.1:{mqtt}"),
-                             ("mqtt.allow_anonymous = false", "mqtt.allow_anonymous = true")]:
-        assert documented in conf, f"contrib/rabbitmq.conf no longer says {documented!r}"
-        conf = conf.replace(documented, here)
-    (folder / "definitions.json").write_text(json.dumps(_rabbitmq_users()))
-    (folder / "rabbitmq.conf").write_text(f"{conf}loopback_users = none\n"
-                                          f"load_definitions = {folder / 'definitions.json'}\n")
-    shutil.copy(ROOT / "contrib" / "enabled_plugins", folder / "enabled_plugins")  # the README's plugins
-    env = {**os.environ, "HOME": str(folder), "RABBITMQ_CONFIG_FILE": str(folder / "rabbitmq.conf"),
-           "RABBITMQ_ENABLED_PLUGINS_FILE": str(folder / "enabled_plugins"), "RABBITMQ_MNESIA_BASE": str(folder / "db"),
-           "RABBITMQ_LOG_BASE": str(folder / "log"), "RABBITMQ_NODENAME": f"fieldgate{amqp}@localhost",
-           "RABBITMQ_DIST_PORT": str(dist), "ERL_EPMD_PORT": str(epmd), "ERL_EPMD_ADDRESS": "127.0.0.1",
-           "RABBITMQ_PID_FILE": str(folder / "pid"),
-           "RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS": "-kernel inet_dist_use_interface {127,0,0,1}"}  # loopback only
-    output = folder / "output"
-    with output.open("wb") as out:
-        proc = subprocess.Popen([str(server)], env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-    try:
-        eventually(lambda: proc.poll() is not None or (_accepts(amqp) and _accepts(mqtt)), "RabbitMQ listening",
-                   timeout=120)
-        assert proc.poll() is None, "RabbitMQ did not start:\n" + output.read_text(errors="replace")[-3000:]
-        yield RabbitMQ(f"amqp://fieldgate-bridge:{BRIDGE_SECRET}@127.0.0.1:{amqp}/%2F", mqtt)
-    finally:
-        with contextlib.suppress(ProcessLookupError):  # gone already if it failed to start
-            os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(DEADLINE)
-        # The port mapper refuses to stop while the dying node is still registered with it: ask until it has.
-        eventually(lambda: b"not allowed" not in subprocess.run(["epmd", "-port", str(epmd), "-kill"],
-                                                                capture_output=True, env=env).stdout,
-                   "RabbitMQ's port mapper stopped")
-        shutil.rmtree(folder, ignore_errors=True)
-
-
-def new_database(server: str, name: str) -> str:
-    """A fresh, empty database on a PostgreSQL server (named after `name`, made unique); its URL."""
-    import psycopg
-
-    unique = "t" + re.sub(r"[^a-z0-9]", "", name.lower())[-40:] + f"{next(_ids)}"
-    with psycopg.connect(f"{server}/postgres", autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{unique}"')
-    return f"{server}/{unique}"
+def rabbitmq() -> Iterator[engines.RabbitNode]:
+    """One RabbitMQ node per test session (per xdist worker), `bench.engines.rabbitmq`: the README's config and
+    plugins, the bridge's user with the README's permissions; anonymous MQTT clients act as the guest user."""
+    with _engine(engines.rabbitmq(1)) as cluster:
+        yield cluster.nodes[0]
 
 
 @pytest.fixture
 def postgres_url(postgres_server: str, request: pytest.FixtureRequest) -> str:
     """A fresh, empty database on the session's PostgreSQL server; its URL."""
-    return new_database(postgres_server, request.node.name)
+    return engines.new_database(postgres_server, request.node.name)
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -450,6 +330,7 @@ class Msg:
     qos: int
     retain: bool
     dup: bool
+    at: float = field(default_factory=time.monotonic)  # when it arrived
 
     def json(self) -> Any:
         return json.loads(self.payload)

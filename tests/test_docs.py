@@ -11,8 +11,9 @@ import sys
 from datetime import UTC, datetime
 
 import httpx
-from conftest import ROOT, _accepts, eventually, free_port, keys
+from conftest import ROOT, eventually, free_port, keys
 
+from bench import engines
 from gateway.config import Settings
 from gateway.core.acl import USER_ROLES, Identity, patterns
 from gateway.core.contract import TOPICS
@@ -70,7 +71,7 @@ def test_the_readme_webhook_receiver_verifies_what_fieldgate_signs(tmp_path):
     receiver = subprocess.Popen([sys.executable, str(script)], env={**os.environ, "FIELDGATE_SECRET": secret},
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        eventually(lambda: _accepts(port), "the receiver listening")
+        eventually(lambda: engines.accepts(port), "the receiver listening")
         body = json.dumps({"type": "ack", "timestamp": "2026-11-22T09:00:00Z",
                            "data": {"kind": "accepted", "order_id": "A1002"}}).encode()
         delivery = Delivery(1, "ep_1", "msg_1", body, 0, datetime.now(UTC), f"http://127.0.0.1:{port}/", secret)

@@ -6,6 +6,7 @@ processes, real paho clients; an instance is killed with SIGKILL mid-stream.
 
 from __future__ import annotations
 
+import itertools
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -14,6 +15,7 @@ from pathlib import Path
 import pytest
 from conftest import DEADLINE, TEST_CONFIG, GatewayProcess, eventually, fix, order
 
+from bench import engines
 from gateway.bridge.amqp import PARTITIONS
 from gateway.store.postgres import StoreCheck, check_store
 from gateway.store.queries import Queries
@@ -21,6 +23,7 @@ from gateway.store.queries import Queries
 COURIERS = 4
 ORDERS_PER_COURIER = 5
 FIXES_PER_ORDER = 6
+ORDERS_IN_CLUSTER_RUN = 400
 
 
 def bridges_on(rabbitmq, postgres_url: str, spawn, data: Path) -> Callable[[], GatewayProcess]:
@@ -118,3 +121,60 @@ def test_two_bridges_share_the_partitions_and_one_killed_mid_stream_loses_and_re
     print(f"{len(interleaved)} messages, one of two bridges killed halfway: {sum(acks.values())} acks, "
           f"{repeated} of them repeats (MQTT's at-least-once)")
     assert all(acks[(oid, "status_changed", "delivered")] >= 1 for oid in every)
+
+
+@pytest.mark.cluster
+def test_on_a_three_node_cluster_the_leaders_node_and_a_bridge_die_and_nothing_is_lost(postgres_server, spawn, peers,
+                                                                                        ids, tmp_path):
+    """`pytest -m cluster`: three RabbitMQ nodes, three bridges; mid-stream the node holding every partition's leader
+    and one bridge are killed (SIGKILL). Every PUBACKed order and fix is applied, once."""
+    with engines.rabbitmq(3) as cluster:
+        url = engines.new_database(postgres_server, "cluster")
+        leader_node, *others = cluster.nodes
+        nodes = [arg for node in cluster.nodes for arg in ("--engine", node.amqp_url)]
+        bridges = [spawn(*nodes, command="bridge", data_dir=tmp_path / "data", ready="fieldgate bridge ready",
+                         config={**TEST_CONFIG, "storage": {"url": url}}) for _ in range(3)]
+        eventually(lambda: (c := check_store(url, PARTITIONS)).bridges == 3 and c.partitions_owned == PARTITIONS
+                   and c.most_by_one == -(-PARTITIONS // 3), "three bridges sharing every partition")
+        assert set(cluster.leaders("fieldgate.inbound.").values()) == {leader_node.name}  # declared from there
+
+        couriers = [ids(f"c{i}") for i in range(6)]
+        ordersys = peers(others[0].mqtt_port, subscribe=("ordersys/acks",))
+        phones = {c: peers(others[i % 2].mqtt_port) for i, c in enumerate(couriers)}
+        published, fixes, killed_at = [], Counter(), 0.0
+        for n in range(ORDERS_IN_CLUSTER_RUN):
+            if n == ORDERS_IN_CLUSTER_RUN // 2:
+                killed_at = time.monotonic()
+                cluster.kill(leader_node)
+                bridges[0].kill()
+            courier = couriers[n % len(couriers)]
+            oid = ids(f"O{n}")
+            ordersys.publish("orders/in", order(order_id=oid, courier_id=courier))  # returns once PUBACKed
+            published.append(oid)
+            phones[courier].publish(f"couriers/{courier}/gps", fix(31.23, 121.47) | {"tst": 1_700_000_000 + n})
+            fixes[courier] += 1
+
+        def accepted() -> dict[str, float]:
+            return {m.json()["order_id"]: m.at for m in ordersys.messages
+                    if m.topic == "ordersys/acks" and m.json()["kind"] == "accepted"}
+
+        ordersys.wait_until(lambda: set(published) <= set(accepted()), "every order accepted", timeout=DEADLINE * 3)
+        store = Queries(url)
+        applied = {r["order_id"] for r in store.query("SELECT order_id FROM orders")}
+        created = Counter(r["order_id"] for r in store.query("SELECT order_id FROM order_events WHERE kind = "
+                                                             "'created'"))
+        stored_fixes = {r["courier_id"]: r["n"] for r in store.query(
+            "SELECT courier_id, COUNT(*) AS n FROM gps_fixes GROUP BY courier_id")}
+        lost = set(published) - applied
+        doubled = [oid for oid in published if created[oid] != 1]
+        times = sorted(accepted().values())
+        outage = max(b - a for a, b in itertools.pairwise(times))
+        after = min(t for t in times if t > killed_at) - killed_at
+        acks = Counter((a["order_id"], a["kind"]) for a in ordersys.on("ordersys/acks"))
+        repeats = sum(n - 1 for n in acks.values())
+        print(f"cluster: {len(published)} orders + {sum(fixes.values())} fixes PUBACKed, "
+              f"{len(applied & set(published))} orders applied, {len(lost)} lost, {len(doubled)} applied twice, "
+              f"{repeats} repeated acks; longest gap between acks {outage:.2f} s, first ack after the kill "
+              f"{after:.2f} s")
+        assert not lost and not doubled
+        assert all(stored_fixes.get(c, 0) == fixes[c] for c in couriers), (stored_fixes, fixes)

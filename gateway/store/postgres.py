@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import logging
 import re
+from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -338,6 +339,7 @@ class StoreCheck:
     schema_version: int | None = None
     bridges: int | None = None  # bridge instances holding a slot lock: running on this database now
     partitions_owned: int | None = None  # inbound partitions some bridge consumes
+    most_by_one: int | None = None  # the most partitions one bridge owns (balanced: ceil(partitions / bridges))
     problem: str | None = None
 
 
@@ -346,10 +348,10 @@ def check_store(url: str, partitions: int) -> StoreCheck:
     where = redacted(url)
     try:
         with psycopg.connect(url, autocommit=True, connect_timeout=int(CONNECT_TIMEOUT)) as conn:
-            held = dict(conn.execute(
-                "SELECT classid, count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted AND objsubid = 2 "
+            locks = conn.execute(
+                "SELECT classid, pid FROM pg_locks WHERE locktype = 'advisory' AND granted AND objsubid = 2 "
                 "AND classid IN (%s, %s) AND database = (SELECT oid FROM pg_database WHERE "
-                "datname = current_database()) GROUP BY classid", (INSTANCE_LOCKS, PARTITION_LOCKS)).fetchall())
+                "datname = current_database())", (INSTANCE_LOCKS, PARTITION_LOCKS)).fetchall()
             found = conn.execute("SELECT to_regclass('meta') IS NOT NULL").fetchone()
             version = None
             if found and found[0]:
@@ -357,8 +359,11 @@ def check_store(url: str, partitions: int) -> StoreCheck:
                 version = None if row is None else int(row[0])
     except psycopg.Error as exc:
         return StoreCheck(where, False, problem=f"unreachable: {str(exc).strip()}")
-    bridges, owned = held.get(INSTANCE_LOCKS, 0), held.get(PARTITION_LOCKS, 0)
+    bridges = sum(1 for kind, _ in locks if kind == INSTANCE_LOCKS)
+    by_bridge = Counter(pid for kind, pid in locks if kind == PARTITION_LOCKS)
+    owned = sum(by_bridge.values())
     problem = version_problem(where, version, schema.SCHEMA_VERSION, readonly=True)
     if problem is None and bridges and owned < partitions:
         problem = StoreError(f"{partitions - owned} of {partitions} partitions are owned by no bridge")
-    return StoreCheck(where, True, version, bridges, owned, None if problem is None else problem.message)
+    return StoreCheck(where, True, version, bridges, owned, max(by_bridge.values(), default=0),
+                      None if problem is None else problem.message)
