@@ -99,6 +99,11 @@ class GatewayProcess:
     def __post_init__(self) -> None:
         self.store = self.store or db_path(self.data_dir)
 
+    def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
+        """`fieldgate ARGS` on this gateway's data directory and store (`fieldgate`)."""
+        env = {"FIELDGATE_STORAGE_URL": self.store} if isinstance(self.store, str) else {}
+        return fieldgate(*args, "--data-dir", str(self.data_dir), env=env)
+
     def start(self, ready_pattern: str = r"fieldgate ready mqtt=[^ ]*:(\d+)") -> GatewayProcess:
         self._ready.clear()
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
@@ -311,6 +316,14 @@ def postgres_url(postgres_server: str, request: pytest.FixtureRequest) -> str:
     return engines.new_database(postgres_server, request.node.name)
 
 
+def store_config(request: pytest.FixtureRequest, name: str) -> dict[str, Any]:
+    """The config that puts a gateway's tables where a test parametrised "sqlite"/"postgresql" asks: nothing (its
+    data directory's fieldgate.db), or `storage.url` of a fresh database on the session's PostgreSQL."""
+    if request.param == "sqlite":
+        return {}
+    return {"storage": {"url": engines.new_database(request.getfixturevalue("postgres_server"), name)}}
+
+
 @pytest.fixture(params=["sqlite", "postgresql"])
 def store_at(request: pytest.FixtureRequest, tmp_path: Path) -> Path | str:
     """Where a test's store lives: a SQLite file in its tmp_path, or a fresh database on the session's PostgreSQL.
@@ -505,7 +518,7 @@ DOOR = offset(*SHOP, 3000, 0)  # the customer: 3 km north of the shop
 def register(gw: GatewayProcess, shop: str, couriers: dict[str, str], **rule: Any) -> None:
     """Register a shop and its couriers in the running gateway's store (what `fieldgate shops add` and
     `fieldgate couriers add` write; test_the_registry_is_changed_from_the_cli_without_a_restart runs those)."""
-    store = Store(db_path(gw.data_dir))
+    store = Store(gw.store)
     try:
         with store.transaction():
             store.put_shop(Shop(shop_id=shop, name=f"Shop {shop}", lat=SHOP[0], lon=SHOP[1], **rule), datetime.now(UTC))

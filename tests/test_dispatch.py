@@ -9,22 +9,24 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from conftest import SHOP, GatewayProcess, Peer, at, fieldgate, launch, order, register, shop_order
+from conftest import SHOP, GatewayProcess, Peer, at, launch, order, register, shop_order, store_config
 
 from gateway.bridge.service import Gateway, Inbound
 from gateway.config import Settings
 from gateway.core.geo import offset
 from gateway.core.models import CourierOrder, CourierOrders
 from gateway.store.queries import Queries
-from gateway.store.tables import Store, db_path
+from gateway.store.tables import Store
 
 TIMERS = {"assignment": {"alert_after_seconds": 2, "accept_timeout_seconds": 2},
           "changes": {"confirm_timeout_seconds": 2}, "bridge": {"task_retry_seconds": 30}}
 
 
-@pytest.fixture(scope="module")
-def gw(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayProcess]:
-    gateway = launch(tmp_path_factory.mktemp("dispatch"), config={**TIMERS, "log_level": "DEBUG"})
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def gw(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest) -> Iterator[GatewayProcess]:
+    """The module's gateway, on each store: every dispatch test runs on both."""
+    gateway = launch(tmp_path_factory.mktemp("dispatch"),
+                     config={**TIMERS, "log_level": "DEBUG", **store_config(request, "dispatch")})
     yield gateway
     gateway.kill()
 
@@ -56,13 +58,12 @@ def acks(peer: Peer, oid: str, kind: str, count: int = 1) -> list[dict[str, Any]
 
 def test_the_registry_is_changed_from_the_cli_without_a_restart(gw, peers, ids):
     shop, c1 = ids("shop"), ids("c")
-    data = ["--data-dir", str(gw.data_dir)]
-    added = fieldgate("shops", "add", shop, "--name", "Rose & Lily", "--lat", str(SHOP[0]), "--lon", str(SHOP[1]),
-                      "--assignment", "nearest_idle", "--timezone", "Asia/Shanghai", "--locale", "en", *data)
+    added = gw.cli("shops", "add", shop, "--name", "Rose & Lily", "--lat", str(SHOP[0]), "--lon", str(SHOP[1]),
+                      "--assignment", "nearest_idle", "--timezone", "Asia/Shanghai", "--locale", "en")
     assert added.returncode == 0, added.stderr
-    assert fieldgate("couriers", "add", c1, "--name", "Zhang Wei", "--shop", shop, "--max-active", "2",
-                     "--phone", "+8613911112222", *data).returncode == 0
-    [listed] = [json.loads(line) for line in fieldgate("shops", "list", "--json", *data).stdout.splitlines()
+    assert gw.cli("couriers", "add", c1, "--name", "Zhang Wei", "--shop", shop, "--max-active", "2",
+                     "--phone", "+8613911112222").returncode == 0
+    [listed] = [json.loads(line) for line in gw.cli("shops", "list", "--json").stdout.splitlines()
                 if json.loads(line)["shop_id"] == shop]
     assert listed["assignment"] == "nearest_idle" and listed["locale"] == "en"
     phone = online(gw, peers, c1, 100)
@@ -75,15 +76,15 @@ def test_the_registry_is_changed_from_the_cli_without_a_restart(gw, peers, ids):
     [ack] = acks(terminal, oid, "assigned")
     assert ack["auto"] is True and ack["courier_id"] == c1
     phone.wait_for(f"couriers/{c1}/tasks", lambda t: t["kind"] == "assign" and t["order_id"] == oid)
-    shown = fieldgate("couriers", "list", *data).stdout
+    shown = gw.cli("couriers", "list").stdout
     assert "Zhang Wei" in next(line for line in shown.splitlines() if c1 in line)
 
-    assert fieldgate("shops", "set", shop, "--assignment", "fixed", "--default-courier", c1, *data).returncode == 0
+    assert gw.cli("shops", "set", shop, "--assignment", "fixed", "--default-courier", c1).returncode == 0
     second = ids("B")
     terminal.publish("orders/in", shop_order(second, shop))
     [fixed] = events(terminal, shop, second, "assigned")
     assert fixed["courier_id"] == c1 and fixed["auto"] is False  # the shop's default courier, not a choice
-    bad = fieldgate("couriers", "add", ids("x"), "--name", "X", "--shop", "nowhere", *data)
+    bad = gw.cli("couriers", "add", ids("x"), "--name", "X", "--shop", "nowhere")
     assert bad.returncode == 1 and "shop nowhere is not registered" in bad.stderr
 
 
@@ -226,7 +227,7 @@ def test_the_arriving_geofence_fires_once_with_actor_geofence(gw, peers, ids):
     terminal.publish(f"couriers/{courier}/gps", at(3000 - 200, ago=5))  # … and back in
     terminal.publish(f"couriers/{courier}/status", {"order_id": oid, "status": "delivered"})
     acks(terminal, oid, "status_changed", count=3)  # en_route, arriving, delivered: arriving only once
-    timeline = Queries(db_path(gw.data_dir)).timeline(oid)
+    timeline = Queries(gw.store).timeline(oid)
     assert [e["actor"] for e in timeline if e["status"] == "arriving" and e["kind"] == "status"] == ["geofence"]
 
 
@@ -270,6 +271,33 @@ def test_a_couriers_active_orders_are_retained_for_a_reconnecting_phone(gw, peer
     phone.publish(f"couriers/{courier}/orders/get", {})  # where no broker retains it, the phone asks
     *_, again = phone.wait_for(f"couriers/{courier}/orders", lambda m: len(m["orders"]) == 1, count=2)
     assert again["orders"] == left["orders"]
+
+
+def test_how_the_fixes_were_batched_changes_no_speed_and_no_eta(tmp_path, store_at):
+    """Fixes come one per transaction while the gateway keeps up, many at once under load (always, on PostgreSQL's
+    slower commits) or when a phone back in coverage sends what it stored: the speed and each order's detour learn
+    from every leg either way, so the same track gives the same ETA."""
+    now = datetime.now(UTC).timestamp()
+    gateway = Gateway(Store(store_at), Settings(storage={"data_dir": tmp_path}), clock=lambda: now)
+
+    def run(courier: str, batches: list[list[tuple[str, dict[str, Any]]]]) -> tuple[Any, ...]:
+        for batch in batches:
+            gateway.handle_batch([Inbound(f"couriers/{courier}/{kind}", json.dumps(body).encode())
+                                  for kind, body in batch])
+        [record] = gateway.store.active_orders_of(courier)
+        speed = gateway.store.speed(courier)
+        return round(speed.kmh, 6), speed.samples, record.tracking.detour, record.tracking.eta_seconds
+
+    tracks = {}
+    for courier, together in (("one-by-one", False), ("all-at-once", True)):
+        oid = f"A-{courier}"
+        gateway.handle_batch([Inbound("orders/in", json.dumps(shop_order(oid, "rose", courier_id=courier)).encode())])
+        steps = [("status", {"order_id": oid, "status": "picked_up"}),
+                 *(("gps", at(150 * n, ago=30 * (4 - n))) for n in range(5))]
+        tracks[courier] = run(courier, [steps] if together else [[step] for step in steps])
+    assert tracks["one-by-one"] == tracks["all-at-once"]
+    kmh, samples, _, eta_seconds = tracks["all-at-once"]
+    assert samples == 4 and abs(kmh - 18) < 0.5 and abs(eta_seconds - 2400 / 5) <= 0.2 * 2400 / 5
 
 
 def test_the_active_order_list_is_written_byte_for_byte_as_its_model_would_be(tmp_path, store_at):

@@ -141,10 +141,15 @@ class Dispatcher:
 
     # ------------------------------------------------------------------ where the courier is
 
-    def fix(self, courier_id: str, fix: Fix, previous: Fix | None, now: datetime) -> list[Outgoing]:
-        """The courier's newest fix: stored with its speed, then each active order's distance, ETA, geofence,
-        lateness; and, if it was stale or missing until now, its shops' waiting orders."""
-        speed = self._speed[courier_id] = eta.next_speed(self.speed(courier_id), _point(previous), _point(fix))
+    def fix(self, courier_id: str, path: list[Fix], previous: Fix | None, now: datetime) -> list[Outgoing]:
+        """The courier's new fixes (`path`, oldest first, each newer than `previous`): the newest stored with the
+        speed learnt from every leg, then each active order's distance, ETA, geofence, lateness along the path;
+        and, if its location was stale or missing until now, its shops' waiting orders."""
+        speed, last = self.speed(courier_id), previous
+        for step in path:
+            speed, last = eta.next_speed(speed, _point(last), _point(step)), step
+        fix = path[-1]
+        self._speed[courier_id] = speed
         self.store.set_fix(courier_id, fix, speed)
         kmh = self.speed_kmh(courier_id)
         out: list[Outgoing] = []
@@ -153,7 +158,7 @@ class Dispatcher:
             shop_id = record.order.shop_id
             if shop_id not in shops:
                 shops[shop_id] = self.store.get_shop(shop_id)
-            out += self.apply(lifecycle.track(record, fix, kmh, self.rules(shops[shop_id]), now), now)
+            out += self.apply(lifecycle.track_path(record, path, kmh, self.rules(shops[shop_id]), now), now)
         max_age = self.settings.assignment.max_fix_age_seconds
         if previous is None or now.timestamp() - previous.tst > max_age:
             out += self.offer_waiting(courier_id, now)

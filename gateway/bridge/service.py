@@ -129,8 +129,9 @@ class Gateway:
         self._counted: collections.Counter[str] = collections.Counter()  # inbound messages by topic class, counted
         # in metrics after the commit
         self._fixes: list[tuple[str, str, Location, datetime]] = []  # GPS fixes to store at the transaction's end
-        #: courier -> (its newest fix in this transaction, its newest before): applied once, at the end (`_moves`)
-        self._moved: dict[str, tuple[Fix, Fix | None]] = {}
+        #: courier -> (its fixes in this transaction, each newer than the last, and its newest before): applied once,
+        #: at the end (`_moves`)
+        self._moved: dict[str, tuple[list[Fix], Fix | None]] = {}
         self._couriers_changed: set[str] = set()  # couriers whose active orders changed in this transaction
         self._now: tuple[int, datetime] = (-1, datetime.min)  # the last `now()`, by its millisecond
         #: Called after each commit with the messages it published and how many webhook deliveries it made.
@@ -242,17 +243,23 @@ class Gateway:
         self.dispatch.forget()
 
     def _handle_one(self, message: Inbound) -> tuple[list[Outgoing], Rejected | None]:
-        """The messages one inbound message publishes, and the Rejected it raised (None if it was applied)."""
+        """The messages one inbound message publishes, and the Rejected it raised (None if it was applied).
+
+        A run of fixes is applied once, at its end (`_moves`); any other message first has the fixes before it
+        applied, so it sees the couriers where they are (a breakdown reported after a fix is handed on from there)."""
         now = self.now()
         route: Route | None = None
         self._counted[metrics.topic_class(message.topic)] += 1
+        moved: list[Outgoing] = []
         try:
             route = contract.parse_inbound(message.topic)
+            if self._moved and route.kind not in (Kind.gps, Kind.owntracks):
+                moved = self._moves(now)
             with self.store.savepoint():
-                return self._dispatch(route, message, now), None
+                return moved + self._dispatch(route, message, now), None
         except Rejected as exc:
             self._forget_couriers()
-            return self._reject(route, message, exc, now), exc
+            return moved + self._reject(route, message, exc, now), exc
         except StoreBusy:
             raise  # not this message's fault: the whole batch is run again
         except Exception:
@@ -262,7 +269,7 @@ class Gateway:
                 "the gateway failed to process this message (internal error)",
                 hint="This is a fieldgate bug; the message is kept as a dead letter for an operator.",
             )
-            return self._reject(route, message, exc, now), exc
+            return moved + self._reject(route, message, exc, now), exc
 
     def _reject(self, route: Route | None, message: Inbound, exc: Rejected, now: datetime) -> list[Outgoing]:
         """Dead-letter a refused message; return the Rejection (and, for orders, the Ack) to publish."""
@@ -559,28 +566,30 @@ class Gateway:
             return []
         moved = self._moved.get(courier_id)
         if courier_id not in self._newest:
-            self._newest[courier_id] = moved[0] if moved is not None else self.store.courier_fix(courier_id)
+            self._newest[courier_id] = moved[0][-1] if moved is not None else self.store.courier_fix(courier_id)
         newest = self._newest[courier_id]
         # A newest fix from the future (stored before the gateway refused such fixes) does not hold the courier.
         if newest is not None and newest.tst <= stamp + gps.max_future_seconds and fix.tst <= newest.tst:
             return []
         self._newest[courier_id] = fix
-        self._moved[courier_id] = (fix, newest if moved is None else moved[1])
+        self._moved[courier_id] = ([fix], newest) if moved is None else ([*moved[0], fix], moved[1])
         return []
 
     def _moves(self, now: datetime) -> list[Outgoing]:
-        """Each courier that moved in this transaction, once, with its newest fix: its retained location, its speed,
-        and its active orders' distance, ETA, geofence and lateness (`Dispatcher.fix`). Under load a batch holds
-        several fixes of a courier; only the newest is its location. A failure is logged, not the batch's."""
+        """Each courier that moved in this transaction, once: its retained location (its newest fix), its speed, and
+        its active orders' distance, ETA, geofence and lateness (`Dispatcher.fix`). Under load a batch holds several
+        fixes of a courier (and a phone back in coverage sends what it stored): only the newest is its location,
+        but the speed and the orders learn from each in turn. A failure is logged, not the batch's."""
         out: list[Outgoing] = []
         moved, self._moved = self._moved, {}
-        for courier_id, (fix, previous) in moved.items():
+        for courier_id, (path, previous) in moved.items():
+            fix = path[-1]
             try:
                 with self.store.savepoint():
                     located = CourierLocation(courier_id=courier_id, **fix.model_dump())
                     out += [Outgoing(contract.courier_topic(courier_id, "location"),
                                      located.model_dump_json().encode(), True),
-                            *self.dispatch.fix(courier_id, fix, previous, now)]
+                            *self.dispatch.fix(courier_id, path, previous, now)]
             except StoreBusy:
                 raise
             except Exception:

@@ -24,7 +24,7 @@ Where the courier is: `track` turns the courier's newest fix into the order's di
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 
@@ -527,6 +527,18 @@ def track(record: OrderRecord, fix: Fix, speed_kmh: float, rules: EtaRules, now:
                                             courier_name=current.courier_name, reason=reason, eta_at=eta_at))
         outcome.acks.append(Ack(kind="delayed", order_id=current.order_id, status=current.status,
                                 courier_id=current.courier_id, reason=reason, eta_at=eta_at, at=now))
+    return outcome
+
+
+def track_path(record: OrderRecord, path: Sequence[Fix], speed_kmh: float, rules: EtaRules, now: datetime,
+               ) -> Outcome | None:
+    """`track` along a courier's new fixes, oldest first, as one outcome: the detour learns from every leg and
+    the geofence sees every fix, however many came at once (a batch under load, or what a phone stored while
+    offline). None if nothing changed."""
+    outcome: Outcome | None = None
+    for fix in path:
+        step = track(record if outcome is None else outcome.record, fix, speed_kmh, rules, now)
+        outcome = step if outcome is None else outcome.then(step)
     return outcome
 
 
