@@ -25,14 +25,23 @@ from cli.common import (
 )
 from gateway.broker.store import DB_NAME as BROKER_DB
 from gateway.broker.store import BrokerStore
+from gateway.config import Settings
 from gateway.store import datadir, sqlite
+from gateway.store.database import DB_NAME, redacted
 from gateway.store.media import MediaFiles
 
 app = typer.Typer(help="Check and compact the SQLite files.", no_args_is_help=True)
 
 
-def _files(data_dir: Path) -> list[Path]:
-    return [data_dir / name for name in sqlite.APPLICATION_IDS]
+def _files(s: Settings) -> list[Path]:
+    """The SQLite files of the data directory: fieldgate.db (unless the tables are in PostgreSQL) and broker.db."""
+    return [s.data_dir / name for name in sqlite.APPLICATION_IDS if name != DB_NAME or not s.storage.url]
+
+
+def _postgres_note(s: Settings) -> None:
+    if s.storage.url:
+        console.print(f"{redacted(s.storage.url)}: the tables are in PostgreSQL, checked and compacted by its own "
+                      "tools (autovacuum); `fieldgate cluster check --store URL` says whether the bridges reach it")
 
 
 @app.command("check")
@@ -52,12 +61,13 @@ def check_cmd(fix: Annotated[bool, typer.Option("--fix", help="remove orphaned m
     s = settings(config, data_dir, verbose)
     directory = s.data_dir
     bad = False
-    for path in _files(directory):
+    _postgres_note(s)
+    for path in _files(s):
         result = sqlite.check(path)
         state = "missing (created at start)" if not path.exists() else "ok" if result.ok else result.problem
         console.print(f"{path}: {'[green]' if result.ok else '[red]'}{state}[/]")
         bad |= not result.ok
-    if (directory / "fieldgate.db").exists() and not bad:
+    if (s.storage.url or (directory / DB_NAME).exists()) and not bad:
         files = MediaFiles(directory)
         with datadir.exclusive(directory) if fix else nullcontext():
             orphans = files.orphans(read_store(s).media_shas())
@@ -81,9 +91,10 @@ def vacuum_cmd(config: ConfigOpt = None, data_dir: DataDirOpt = None, verbose: V
 
         fieldgate db vacuum --data-dir ./data
     """
-    directory = settings(config, data_dir, verbose).data_dir
-    with datadir.exclusive(directory), progress() as bar:
-        for path in [p for p in _files(directory) if p.exists()]:
+    s = settings(config, data_dir, verbose)
+    _postgres_note(s)
+    with datadir.exclusive(s.data_dir), progress() as bar:
+        for path in [p for p in _files(s) if p.exists()]:
             task = bar.add_task(f"vacuum {path.name}", total=None)  # SQLite says nothing of how far it got
             before, after = sqlite.vacuum(path)
             bar.update(task, total=1, completed=1)

@@ -216,6 +216,18 @@ def test_db_vacuum_compacts_both_files(spawn, tmp_path):
         assert f"{name}: {size:,} → {after:,} bytes" in out
 
 
+def test_db_check_and_vacuum_with_a_postgresql_store_look_after_broker_db_and_point_at_postgresql(
+        spawn, postgres_url):
+    gw = spawn(config={"storage": {"url": postgres_url}})
+    assert gw.stop() == 0
+    checked = gw.cli("db", "check")
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    assert "the tables are in PostgreSQL" in checked.stdout and "broker.db: ok" in checked.stdout
+    assert "fieldgate.db" not in checked.stdout and not (gw.data_dir / "fieldgate.db").exists()
+    assert "postgresql://" in checked.stdout and "media" in checked.stdout  # the uploads are still checked
+    vacuumed = gw.cli("db", "vacuum")
+    assert vacuumed.returncode == 0 and "broker.db:" in vacuumed.stdout and "fieldgate.db" not in vacuumed.stdout
+
 
 def test_qos2_delivery_resumes_at_pubrel_with_the_same_packet_id_after_sigkill(spawn, peers):
     gw = spawn(config=FAST)

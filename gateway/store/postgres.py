@@ -40,7 +40,6 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
 from psycopg import errors as pg_errors
@@ -48,6 +47,7 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 
 from gateway.errors import StoreBusy, StoreError
 from gateway.store import schema
+from gateway.store.database import redacted
 from gateway.store.version import version_problem
 
 log = logging.getLogger("fieldgate.store")
@@ -69,15 +69,6 @@ def dialect(sql: str) -> str:
     sql = sql.replace("%", "%%").replace("?", "%s")
     sql = _JSON_EXTRACT.sub(lambda m: f"({m[1]}::json #>> '{{{m[2].replace('.', ',')}}}')", sql)
     return re.sub(r"\bGROUP_CONCAT\(", "string_agg(", sql, flags=re.IGNORECASE)
-
-
-def redacted(url: str) -> str:
-    """A database URL fit for logs and messages: its password replaced by ***."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
-    return urlunsplit(parts._replace(netloc=netloc))
 
 
 def _param(value: Any) -> Any:
