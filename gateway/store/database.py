@@ -6,6 +6,7 @@
     conn           execute / executemany, as sqlite3's (PostgreSQL: `gateway.store.postgres.PgConnection`)
     query          rows as dicts
     transaction()  BEGIN … COMMIT, rolled back if the block raises
+    savepoint()    a nested all-or-nothing step (one per inbound message)
     lock(key)      hold an order or a courier to the commit (SQLite: nothing to do, its writer is alone)
     where          what to name it in messages (a path, or the URL without its password)
     directory      the folder of the SQLite file (None on PostgreSQL: the data directory is used)
@@ -57,6 +58,8 @@ class Database(Protocol):
 
     def transaction(self) -> AbstractContextManager[Any]: ...
 
+    def savepoint(self) -> AbstractContextManager[None]: ...
+
     def lock(self, key: str) -> None: ...
 
     def close(self) -> None: ...
@@ -78,6 +81,23 @@ def redacted(url: str) -> str:
 def location_of(settings: Settings) -> Location:
     """Where the settings put the store: `storage.url` if set, else `<data_dir>/fieldgate.db`."""
     return settings.storage.url or settings.data_dir / DB_NAME
+
+
+class Savepoint:
+    """SAVEPOINT … RELEASE, rolled back to its start if the block raises (one per inbound message: kept light)."""
+
+    __slots__ = ("conn",)
+
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
+
+    def __enter__(self) -> None:
+        self.conn.execute("SAVEPOINT step")
+
+    def __exit__(self, kind: type[BaseException] | None, *_: object) -> None:
+        if kind is not None:
+            self.conn.execute("ROLLBACK TO step")
+        self.conn.execute("RELEASE step")
 
 
 class FieldgateFile(sqlite.SqliteFile):
@@ -102,6 +122,9 @@ class FieldgateFile(sqlite.SqliteFile):
 
     def transaction(self) -> AbstractContextManager[Any]:
         return sqlite.transaction(self.conn)
+
+    def savepoint(self) -> Savepoint:
+        return Savepoint(self.conn)
 
     def lock(self, key: str) -> None:
         """Nothing to hold: BEGIN IMMEDIATE already makes the one writer's transactions take turns."""

@@ -103,6 +103,26 @@ class Rows:
         return iter(self._rows)
 
 
+class LazySavepoint:
+    """SAVEPOINT … RELEASE around a step, rolled back to its start if the block raises; opened only once the step
+    runs a statement (a fix, most of the traffic, runs none: two round trips saved per message). Reusable."""
+
+    __slots__ = ("conn",)
+
+    def __init__(self, conn: PgConnection) -> None:
+        self.conn = conn
+
+    def __enter__(self) -> None:
+        self.conn._step = "due"
+
+    def __exit__(self, kind: type[BaseException] | None, *_: object) -> None:
+        opened, self.conn._step = self.conn._step == "open", ""
+        if opened:
+            if kind is not None:
+                self.conn.execute("ROLLBACK TO SAVEPOINT step")
+            self.conn.execute("RELEASE SAVEPOINT step")
+
+
 def _translated(exc: psycopg.Error, where: str) -> StoreError | None:
     """psycopg's error said the fieldgate way; None for one that is a bug (bad SQL, a violated constraint)."""
     if isinstance(exc, _CONFLICTS):
@@ -120,6 +140,7 @@ class PgConnection:
     def __init__(self, url: str, *, size: int = POOL_SIZE) -> None:
         self.where = redacted(url)
         self._held: psycopg.Connection[Any] | None = None
+        self._step: str = ""  # "due": a savepoint opens before the next statement; "open": it has
         try:
             self.pool = ConnectionPool(url, min_size=1, max_size=size, kwargs={"autocommit": True},
                                        check=ConnectionPool.check_connection, timeout=CONNECT_TIMEOUT,
@@ -141,6 +162,9 @@ class PgConnection:
     def _statement(self, sql: str, params: Any, many: bool) -> Rows:
         try:
             if self._held is not None:
+                if self._step == "due":
+                    self._step = "open"
+                    self._held.execute("SAVEPOINT step")
                 return self._run(self._held, sql, params, many)
             with self.pool.connection() as conn:
                 return self._run(conn, sql, params, many)
@@ -179,6 +203,9 @@ class PgConnection:
                     self._held = None
         except (psycopg.Error, PoolTimeout) as exc:
             raise (_translated(exc, self.where) or exc) from exc
+
+    def savepoint(self) -> LazySavepoint:
+        return LazySavepoint(self)
 
     def lock(self, key: str) -> None:
         """Hold `key` (e.g. "order:o-1") until this transaction ends; another transaction locking it waits."""
@@ -227,6 +254,8 @@ class PgDatabase:
             problem = version_problem(self.where, found, schema.SCHEMA_VERSION, readonly=False)
             if problem is not None:
                 raise problem
+            if found == schema.SCHEMA_VERSION:
+                return  # made or brought forward by this version already: nothing to create
             for statement in ["CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT)",
                               *schema.postgres_ddl()]:
                 self.conn.execute(statement)
@@ -235,6 +264,9 @@ class PgDatabase:
 
     def transaction(self) -> Any:
         return self.conn.transaction()
+
+    def savepoint(self) -> LazySavepoint:
+        return self.conn.savepoint()
 
     def lock(self, key: str) -> None:
         self.conn.lock(key)

@@ -67,7 +67,7 @@ from gateway.core.models import (
     Status,
 )
 from gateway.core.webhooks import State, Verdict, event_of
-from gateway.store.database import DB_NAME, Connection, open_database
+from gateway.store.database import DB_NAME, open_database
 from gateway.store.database import Location as Where
 from gateway.store.media import MediaFiles
 from gateway.store.users import Tokens, Users
@@ -111,23 +111,6 @@ def _iso(at: datetime) -> str:
 def json_time(iso: str) -> str:
     """An ISO 8601 time (`datetime.isoformat`) as pydantic writes it in JSON: UTC as Z."""
     return iso[:-6] + "Z" if iso.endswith("+00:00") else iso
-
-
-class Savepoint:
-    """SAVEPOINT … RELEASE, rolled back to its start if the block raises (one per inbound message: kept light)."""
-
-    __slots__ = ("conn",)
-
-    def __init__(self, conn: Connection) -> None:
-        self.conn = conn
-
-    def __enter__(self) -> None:
-        self.conn.execute("SAVEPOINT step")
-
-    def __exit__(self, kind: type[BaseException] | None, *_: object) -> None:
-        if kind is not None:
-            self.conn.execute("ROLLBACK TO step")
-        self.conn.execute("RELEASE step")
 
 
 @dataclass(frozen=True)
@@ -236,7 +219,7 @@ class Store(Tables):
 
     def __init__(self, location: Where, *, synchronous: str = "FULL", create: bool = True) -> None:
         super().__init__(location, synchronous=synchronous, create=create)
-        self._savepoint = Savepoint(self.conn)  # it holds nothing but the connection: one serves every message
+        self._savepoint = self.database.savepoint()  # one serves every message
 
     # ------------------------------------------------------------------ transactions
 
@@ -244,7 +227,7 @@ class Store(Tables):
         """BEGIN … COMMIT; rolls back if the block raises."""
         return self.database.transaction()
 
-    def savepoint(self) -> Savepoint:
+    def savepoint(self) -> AbstractContextManager[None]:
         """A nested all-or-nothing step inside `transaction()`."""
         return self._savepoint
 
