@@ -56,9 +56,11 @@ def bridge_cmd(
 
         fieldgate bridge --broker mqtt://127.0.0.1:1883 --data-dir ./data
 
-    On a RabbitMQ cluster, one --engine per node:
+    On a RabbitMQ cluster, one --engine per node; any number of bridges share the work when they share a
+    PostgreSQL store (storage.url, or $FIELDGATE_STORAGE_URL):
 
-        fieldgate bridge --engine amqp://fg:secret@10.0.0.1/shops --engine amqp://fg:secret@10.0.0.2/shops
+        FIELDGATE_STORAGE_URL=postgresql://fg:secret@10.0.0.5/fieldgate \\
+            fieldgate bridge --engine amqp://fg:secret@10.0.0.1/shops --engine amqp://fg:secret@10.0.0.2/shops
     """
     from gateway.server import run_bridge
 

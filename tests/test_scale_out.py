@@ -100,7 +100,8 @@ def test_two_bridges_share_the_partitions_and_one_killed_mid_stream_loses_and_re
         phones[courier].publish(f"couriers/{courier}/{kind}", payload)
         sent_fixes[courier] += kind == "gps"
 
-    store_shows(postgres_url, 1)  # the survivor took every partition over
+    store_shows(postgres_url, 1)  # the survivor took every partition over, and the timers' lease if it was not its
+    second.wait_log("this bridge took the lease lease=housekeeping")
     ordersys.wait_until(lambda: every <= {a["order_id"] for a in ordersys.on("ordersys/acks")
                                           if a.get("status") == "delivered"}, "every order delivered",
                         timeout=DEADLINE * 2)
@@ -228,3 +229,14 @@ def test_two_instances_changing_the_same_orders_at_once_lose_no_update(postgres_
         assert record is not None and record.status == "picked_up" and statuses[-1] == "picked_up", (oid, statuses)
         assert statuses in (["packed", "picked_up"], ["picked_up"]), (oid, statuses)
     print(f"{sum(conflicts.values())} batches rolled back on a conflict and run again")
+
+
+def test_work_done_for_all_bridges_is_done_by_the_one_holding_its_lease_and_taken_over_when_it_goes(postgres_url):
+    first, second = Store(postgres_url), Store(postgres_url)
+    try:
+        assert first.leads("housekeeping") and not second.leads("housekeeping")
+        assert first.leads("housekeeping") and second.leads("webhooks")  # one lease per kind of work
+        first.close()  # its session ends: so does the lease
+        assert second.leads("housekeeping")
+    finally:
+        second.close()

@@ -182,8 +182,8 @@ class Dispatcher:
         out: list[Outgoing] = []
         late = now - timedelta(seconds=a.accept_timeout_seconds)
         for order_id, courier_id in self.store.unaccepted_assignments(late):
-            record = self.store.get_order(order_id)
-            if record is None or record.picked_up:
+            record = self.store.get_order(order_id)  # held now: another bridge's timer may have moved it on
+            if record is None or record.picked_up or record.courier_id != courier_id:
                 continue
             log.info("assignment not accepted in time", extra={"ctx": {"order_id": order_id, "courier_id": courier_id}})
             refused = lifecycle.refuse(record, courier_id, f"no receipt within {a.accept_timeout_seconds} s", now,

@@ -60,6 +60,9 @@ RESEND_CHECK_SECONDS = 0.2
 TIMERS_EVERY_SECONDS = 1.0
 #: How often the worker looks for finished orders whose retained state to clear, in seconds.
 CLEAR_CHECK_SECONDS = 1.0
+#: The lease (`Store.leads`) of the work one bridge does for all that share a store: re-sends, operators' commands,
+#: dispatch's timers, clearing finished states, purging.
+HOUSEKEEPING = "housekeeping"
 #: How often the worker looks for outbox rows no bridge is publishing (an instance sharing the store died), seconds.
 ADOPT_EVERY_SECONDS = 5.0
 #: How old an outbox row this bridge does not hold must be to be adopted, in seconds: a live instance publishes its
@@ -207,21 +210,22 @@ class Bridge:
                     batch = []
                 self._run_calls()
                 self._forget_acked()
-                if time.monotonic() >= next_resend and self.transport.connected:
+                # Work done for every bridge on the store, by the one holding its lease (SQLite: this one).
+                if time.monotonic() >= next_resend and self.transport.connected and self.store.leads(HOUSEKEEPING):
                     next_resend = time.monotonic() + RESEND_CHECK_SECONDS
                     self._to_send.extend((None, message) for message in self.gateway.due_resends())
                     self._queue_for_sending(self.gateway.run_operator_commands())
-                if time.monotonic() >= next_timers:
+                if time.monotonic() >= next_timers and self.store.leads(HOUSEKEEPING):
                     next_timers = time.monotonic() + TIMERS_EVERY_SECONDS
                     self._queue_for_sending(self.gateway.run_timers())
-                if time.monotonic() >= next_clear:
+                if time.monotonic() >= next_clear and self.store.leads(HOUSEKEEPING):
                     next_clear = time.monotonic() + CLEAR_CHECK_SECONDS
                     self._queue_for_sending(self.gateway.clear_final_states())
                 if self.store.shared and time.monotonic() >= next_adopt and self.transport.connected:
                     next_adopt = time.monotonic() + ADOPT_EVERY_SECONDS
                     self._adopt_orphans()
                 self._send_some()
-                if time.monotonic() >= next_purge:
+                if time.monotonic() >= next_purge and self.store.leads(HOUSEKEEPING):
                     next_purge = time.monotonic() + PURGE_EVERY_SECONDS
                     self._purge()
             except StoreBusy as exc:

@@ -41,6 +41,8 @@ log = logging.getLogger("fieldgate.webhooks")
 #: How often the sender looks for deliveries whose retry time has come, when nothing wakes it sooner.
 IDLE_SECONDS = 1.0
 USER_AGENT = "fieldgate-webhooks/1"
+#: The lease (`Tables.leads`) of sending webhooks, when several bridges share a store: one sends at a time.
+WEBHOOKS = "webhooks"
 
 
 def retry_after(value: str | None, now: datetime) -> float | None:
@@ -100,8 +102,8 @@ class WebhookSender:
 
     async def _start_due(self, client: httpx.AsyncClient) -> None:
         def due() -> list[Delivery]:
-            with self.reader() as store:
-                return store.due_deliveries(datetime.now(UTC), self._busy)
+            with self.reader() as store:  # with several bridges on one store, the one holding the lease sends
+                return store.due_deliveries(datetime.now(UTC), self._busy) if store.leads(WEBHOOKS) else []
 
         for delivery in await asyncio.to_thread(due):
             if self._per_endpoint[delivery.endpoint_id] >= self.settings.max_in_flight_per_endpoint:

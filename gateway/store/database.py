@@ -8,6 +8,7 @@
     transaction()  BEGIN … COMMIT, rolled back if the block raises
     savepoint()    a nested all-or-nothing step (one per inbound message)
     lock(key)      hold an order or a courier to the commit (SQLite: nothing to do, its writer is alone)
+    leads(name)    does this process hold the lease on work one bridge does for all (SQLite: always)
     where          what to name it in messages (a path, or the URL without its password)
     directory      the folder of the SQLite file (None on PostgreSQL: the data directory is used)
     shared         several bridges may write it at once (PostgreSQL), or one only (the SQLite file)
@@ -61,6 +62,8 @@ class Database(Protocol):
     def savepoint(self) -> AbstractContextManager[None]: ...
 
     def lock(self, key: str) -> None: ...
+
+    def leads(self, name: str) -> bool: ...
 
     def close(self) -> None: ...
 
@@ -128,6 +131,10 @@ class FieldgateFile(sqlite.SqliteFile):
 
     def lock(self, key: str) -> None:
         """Nothing to hold: BEGIN IMMEDIATE already makes the one writer's transactions take turns."""
+
+    def leads(self, name: str) -> bool:
+        """A SQLite file has one gateway: it does everything."""
+        return True
 
 
 def open_database(location: Location, *, readonly: bool = False, synchronous: str = "FULL",

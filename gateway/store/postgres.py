@@ -34,6 +34,8 @@ from __future__ import annotations
 
 import logging
 import re
+import time
+import zlib
 from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -226,6 +228,9 @@ class PgDatabase:
     def __init__(self, url: str, *, readonly: bool = False, create: bool = True) -> None:
         self.conn = PgConnection(url, size=POOL_SIZE)
         self.where = self.conn.where
+        self._url = url
+        self._leases: psycopg.Connection[Any] | None = None  # the session holding this process's leases
+        self._held: dict[str, float] = {}  # lease -> when last confirmed
         try:
             if readonly:
                 problem = version_problem(self.where, self._version(), schema.SCHEMA_VERSION, readonly=True)
@@ -268,6 +273,33 @@ class PgDatabase:
     def savepoint(self) -> LazySavepoint:
         return self.conn.savepoint()
 
+    def leads(self, name: str) -> bool:
+        """Does this process hold the lease `name` (taking it if free)? Work one bridge does for all the others —
+        timers, re-sends, operators' commands, webhook deliveries — runs where the lease is; it is a session lock,
+        so when its holder dies another takes it at its next look."""
+        now = time.monotonic()
+        try:
+            if self._leases is None or self._leases.closed:
+                self._leases, self._held = psycopg.connect(self._url, autocommit=True,
+                                                           connect_timeout=int(CONNECT_TIMEOUT)), {}
+            if name in self._held:
+                if now - self._held[name] >= LEASE_CHECK_SECONDS:
+                    self._leases.execute("SELECT 1")
+                    self._held[name] = now
+                return True
+            key = zlib.crc32(name.encode()) & 0x7FFFFFFF
+            if self._leases.execute("SELECT pg_try_advisory_lock(%s, %s)", (LEASE_LOCKS, key)).fetchone()[0]:
+                self._held[name] = now
+                log.info("this bridge took the lease", extra={"ctx": {"lease": name}})
+                return True
+            return False
+        except psycopg.Error as exc:
+            log.warning("lease session lost (%s)", str(exc).strip(), extra={"ctx": {"lease": name}})
+            if self._leases is not None:
+                self._leases.close()
+            self._leases, self._held = None, {}
+            return False
+
     def lock(self, key: str) -> None:
         self.conn.lock(key)
 
@@ -275,12 +307,18 @@ class PgDatabase:
         return self.conn.query(sql, params)
 
     def close(self) -> None:
+        if self._leases is not None:
+            self._leases.close()
         self.conn.close()
 
 
-#: Advisory lock classes (the first of two int4 keys): an instance's slot, and a partition of the inbound queues.
+#: Advisory lock classes (the first of two int4 keys): an instance's slot, a partition of the inbound queues, and a
+#: lease on work one bridge does for all (`PgDatabase.leads`).
 INSTANCE_LOCKS = 0x46470001
 PARTITION_LOCKS = 0x46470002
+LEASE_LOCKS = 0x46470003
+#: How often a lease held is confirmed (its session still alive), in seconds.
+LEASE_CHECK_SECONDS = 5.0
 #: Most bridge instances on one database.
 MAX_INSTANCES = 256
 

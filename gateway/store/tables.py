@@ -164,6 +164,10 @@ class Tables:
     def query(self, sql: str, params: list[Any] | tuple[Any, ...] = ()) -> list[dict[str, Any]]:
         return self.database.query(sql, params)
 
+    def leads(self, name: str) -> bool:
+        """Does this process do the work named `name` for every bridge on the store (`Database.leads`)?"""
+        return self.database.leads(name)
+
     def close(self) -> None:
         self.database.close()
 
