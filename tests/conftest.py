@@ -99,10 +99,10 @@ class GatewayProcess:
     def __post_init__(self) -> None:
         self.store = self.store or db_path(self.data_dir)
 
-    def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
-        """`fieldgate ARGS` on this gateway's data directory and store (`fieldgate`)."""
+    def cli(self, *args: str, **kw: Any) -> subprocess.CompletedProcess[str]:
+        """`fieldgate ARGS` on this gateway's data directory and store (`fieldgate`, which takes `kw`)."""
         env = {"FIELDGATE_STORAGE_URL": self.store} if isinstance(self.store, str) else {}
-        return fieldgate(*args, "--data-dir", str(self.data_dir), env=env)
+        return fieldgate(*args, "--data-dir", str(self.data_dir), env=env, **kw)
 
     def start(self, ready_pattern: str = r"fieldgate ready mqtt=[^ ]*:(\d+)") -> GatewayProcess:
         self._ready.clear()

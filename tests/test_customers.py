@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import JPEG, GatewayProcess, Peer, eventually, fieldgate, launch, order
+from conftest import JPEG, GatewayProcess, Peer, eventually, fieldgate, launch, order, store_config
 
 from gateway.bridge.service import Gateway, Inbound
 from gateway.config import Settings
@@ -21,7 +21,7 @@ from gateway.core.models import Courier, Shop
 from gateway.errors import ConfigError
 from gateway.store.media import MediaFiles
 from gateway.store.queries import Queries
-from gateway.store.tables import Store, db_path
+from gateway.store.tables import Store
 
 PNG = b"\x89PNG\r\n\x1a\n" + b"\x00" * 64
 OPUS = b"OggS\x00\x02" + b"\x00" * 22 + b"OpusHead" + b"\x01" * 32
@@ -143,10 +143,12 @@ def test_urgent_notices_go_out_at_night_and_texts_follow_the_shops_locale_and_te
 SMALL_MEDIA = 64 * 1024
 
 
-@pytest.fixture(scope="module")
-def gw(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayProcess]:
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def gw(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest) -> Iterator[GatewayProcess]:
+    """The module's gateway, on each store: every test of it runs on both."""
     gateway = launch(tmp_path_factory.mktemp("customers"),
-                     config={"media": {"max_bytes": SMALL_MEDIA}, "broker": {"max_packet_bytes": 16 * 1024}})
+                     config={"media": {"max_bytes": SMALL_MEDIA}, "broker": {"max_packet_bytes": 16 * 1024},
+                             **store_config(request, "customers")})
     yield gateway
     gateway.kill()
 
@@ -155,7 +157,7 @@ def setup_order(gw: GatewayProcess, peers: Callable[..., Peer], ids: Callable[[s
                 ) -> tuple[str, str, str, Peer]:
     """A registered shop and courier, an order assigned to it; an observer of everything customer-side."""
     shop_id, courier, oid = ids("shop"), ids("c"), ids("A")
-    store = Store(db_path(gw.data_dir))
+    store = Store(gw.store)
     with store.transaction():
         store.put_shop(Shop(shop_id=shop_id, name="Rose & Lily", lat=31.23, lon=121.47, locale="en", **shop),
                        datetime.now(UTC))
@@ -179,7 +181,7 @@ def test_notices_reach_the_order_system_and_the_customers_app_and_the_timeline(g
     assert watch.wait_for(f"customers/{oid}/notices", lambda n: n["kind"] == "picked_up")[0] == picked
     watch.publish(f"couriers/{courier}/status", {"order_id": oid, "status": "delivered"})
     watch.wait_for(f"customers/{oid}/notices", lambda n: n["kind"] == "delivered")
-    shown = fieldgate("orders", "show", oid, "--data-dir", str(gw.data_dir), columns=250).stdout
+    shown = gw.cli("orders", "show", oid, columns=250).stdout
     assert "notice confirmed" in shown and "notice picked_up" in shown and "notice delivered" in shown
     assert confirmed["notice_id"] and confirmed["locale"] == "en"
 
@@ -219,7 +221,7 @@ def test_a_conversation_between_shop_courier_and_customer_with_history_and_read_
     watch.publish(f"shops/{other}/chat/in", {"order_id": oid, "msg_id": "x1", "text": "hello?"})
     assert watch.wait_for(f"shops/{other}/errors", lambda r: f"belongs to shop {shop}" in r["reason"])
 
-    shown = fieldgate("orders", "chat", oid, "--data-dir", str(gw.data_dir), columns=200).stdout
+    shown = gw.cli("orders", "chat", oid, columns=200).stdout
     assert "gate code 4711" in shown and f"courier {courier}" in shown and shown.count("gate code") == 1
 
 
@@ -245,7 +247,7 @@ def test_a_proof_of_delivery_photo_is_stored_acked_and_named_in_the_delivered_ac
     [delivered] = watch.wait_for("ordersys/acks", lambda a: a["order_id"] == oid and a["status"] == "delivered")
     assert delivered["media_id"] == ack["media_id"]
     out = tmp_path / "proof.jpg"
-    shown = fieldgate("media", "show", ack["media_id"], "--out", str(out), "--data-dir", str(gw.data_dir))
+    shown = gw.cli("media", "show", ack["media_id"], "--out", str(out))
     assert shown.returncode == 0 and out.read_bytes() == photo and "image/jpeg" in shown.stderr
 
 
@@ -264,7 +266,7 @@ def test_uploads_may_exceed_the_packet_limit_on_media_topics_only_and_bad_files_
     watch.subscribe(f"couriers/{other}/errors")
     watch.publish(f"couriers/{other}/media/{oid}/chat", PNG)
     watch.wait_for(f"couriers/{other}/errors", lambda r: "is not the courier of order" in r["reason"])
-    store = Queries(db_path(gw.data_dir))
+    store = Queries(gw.store)
     dead = [r["reason"] for r in store.query("SELECT reason FROM dead_letters WHERE order_id = ?", [oid])]
     assert len(dead) == 3
 
@@ -284,7 +286,7 @@ def test_a_delivered_order_is_rated_once_and_stats_show_stars_and_punctuality(gw
     watch.wait_for("ordersys/acks", lambda a: a["order_id"] == oid and a["kind"] == "rated")
     watch.publish("ordersys/ratings/in", {"order_id": oid, "stars": 1})
     watch.wait_for("ordersys/errors", lambda r: r["order_id"] == oid and "rated before" in r["reason"])
-    stats = json.loads(fieldgate("stats", "--json", "--data-dir", str(gw.data_dir)).stdout)
+    stats = json.loads(gw.cli("stats", "--json").stdout)
     [mine] = [s for s in stats["performance"]["shops"] if s["shop_id"] == shop]
     assert mine["stars"] == 4.0 and mine["ratings"] == 1 and mine["delivered"] == 1
     assert mine["on_time_rate"] == 0.0  # the acceptance order's window ended long ago

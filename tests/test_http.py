@@ -14,7 +14,7 @@ from typing import Any
 import gpxpy
 import httpx
 import pytest
-from conftest import JPEG, ORDER, ROOT, GatewayProcess, eventually, fieldgate, fix, launch, order
+from conftest import JPEG, ORDER, ROOT, GatewayProcess, eventually, fieldgate, fix, launch, order, store_config
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from prometheus_client.parser import text_string_to_metric_families
@@ -26,25 +26,26 @@ from gateway.core.acl import Role
 from gateway.http.auth import HttpAuth, RateLimit
 from gateway.http.problems import HttpProblem
 from gateway.http.reader import Reader
-from gateway.store.tables import Store, db_path
+from gateway.store.tables import Store
 from gateway.web.session import Sessions
 
 PROBLEM = "application/problem+json"
 
 
-@pytest.fixture(scope="module")
-def gw(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayProcess]:
-    """A gateway for this module: no request-rate limit (the property test sends many)."""
-    process = launch(tmp_path_factory.mktemp("http"), config={"http": {"max_request_rate": 0}, "log_level": "DEBUG"})
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def gw(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest) -> Iterator[GatewayProcess]:
+    """A gateway for this module, on each store: no request-rate limit (the property test sends many)."""
+    process = launch(tmp_path_factory.mktemp("http"), config={"http": {"max_request_rate": 0}, "log_level": "DEBUG",
+                                                              **store_config(request, "http")})
     yield process
     process.kill()
 
 
-def bearer(data_dir: Path, role: str, user_id: str, *, expires: datetime | None = None) -> dict[str, str]:
+def bearer(gw: GatewayProcess, role: str, user_id: str, *, expires: datetime | None = None) -> dict[str, str]:
     """A user of `role` with id `user_id` and a new bearer token of it, made in the gateway's store (what
     `fieldgate users add` and `fieldgate tokens create` do); the Authorization header."""
     name = f"{role}-{user_id}"
-    store = Store(db_path(data_dir), create=False)
+    store = Store(gw.store, create=False)
     try:
         if store.users.get(name) is None:
             store.users.add(name, Role(role), user_id, f"pw-{name}")
@@ -68,7 +69,7 @@ def problem_of(response: httpx.Response, status: int) -> dict[str, Any]:
 
 
 def dead_letters(gw: GatewayProcess) -> int:
-    return json.loads(fieldgate("stats", "--json", "--data-dir", str(gw.data_dir)).stdout)["dead_letters"]
+    return json.loads(gw.cli("stats", "--json").stdout)["dead_letters"]
 
 
 # ---------------------------------------------------------------- health, auth
@@ -86,27 +87,26 @@ def test_health_and_readiness_answer_without_credentials(gw):
 
 def test_basic_credentials_and_tokens_and_their_revocation(gw, ids):
     shop = ids("shop")
-    headers = bearer(gw.data_dir, "shop", shop)
+    headers = bearer(gw, "shop", shop)
     name = f"shop-{shop}"
     with client(gw) as http:
         assert http.get("/api/v1/orders", auth=(name, f"pw-{name}")).status_code == 200
         assert problem_of(http.get("/api/v1/orders", auth=(name, "wrong")), 401)["detail"] == \
             "wrong user name or password"
         assert http.get("/api/v1/orders", headers=headers).status_code == 200
-        listed = fieldgate("tokens", "list", "--json", "--data-dir", str(gw.data_dir))
+        listed = gw.cli("tokens", "list", "--json")
         token_id = next(json.loads(line)["token_id"] for line in listed.stdout.splitlines()
                         if json.loads(line)["user"] == name)
-        assert fieldgate("tokens", "revoke", token_id, "--data-dir", str(gw.data_dir)).returncode == 0
+        assert gw.cli("tokens", "revoke", token_id).returncode == 0
         assert "revoked" in problem_of(http.get("/api/v1/orders", headers=headers), 401)["detail"]
-        made = fieldgate("tokens", "create", name, "--expires", "2020-01-01T00:00:00+00:00",
-                         "--data-dir", str(gw.data_dir))
+        made = gw.cli("tokens", "create", name, "--expires", "2020-01-01T00:00:00+00:00")
         expired = made.stdout.strip().splitlines()[-1]
         problem_of(http.get("/api/v1/orders", headers={"Authorization": f"Bearer {expired}"}), 401)
         problem_of(http.get("/api/v1/orders", headers={"Authorization": "Digest abc"}), 401)
 
 
 def test_basic_credentials_are_refused_from_another_machine_without_tls(gw):
-    reader = Reader(db_path(gw.data_dir))
+    reader = Reader(gw.store)
     try:
         sessions = Sessions(bytes(32), timedelta(hours=1))
         plain = HttpAuth(reader, sessions, tls=False, local_token="", rate=0)
@@ -132,7 +132,7 @@ def test_a_user_over_its_request_rate_waits():
 
 def test_an_order_by_http_takes_the_mqtt_path(gw, peers, ids):
     oid, shop = ids("A"), ids("shop")
-    erp = bearer(gw.data_dir, "ordersys", ids("erp"))
+    erp = bearer(gw, "ordersys", ids("erp"))
     acks = peers(gw.port, subscribe=("ordersys/acks",))
     terminal = peers(gw.port, subscribe=(f"shops/{shop}/orders",))
     placed = order(order_id=oid, shop_id=shop, courier_id=None)
@@ -158,7 +158,7 @@ def test_an_order_by_http_takes_the_mqtt_path(gw, peers, ids):
 
 def test_an_idempotency_key_answers_the_same_and_refuses_another_body(gw, ids):
     oid = ids("A")
-    erp = bearer(gw.data_dir, "ordersys", ids("erp"))
+    erp = bearer(gw, "ordersys", ids("erp"))
     with client(gw, erp) as http:
         key = {"Idempotency-Key": ids("key")}
         first = http.post("/api/v1/orders", json=order(order_id=oid), headers=key)
@@ -200,7 +200,7 @@ BAD_ORDERS = [
 
 @pytest.mark.parametrize(("body", "content_type", "status", "kind"), BAD_ORDERS)
 def test_bad_orders_get_a_problem_a_dead_letter_and_a_rejection(gw, peers, ids, body, content_type, status, kind):
-    erp = bearer(gw.data_dir, "ordersys", ids("erp"))
+    erp = bearer(gw, "ordersys", ids("erp"))
     errors = peers(gw.port, subscribe=("ordersys/errors",))
     before = dead_letters(gw)
     with client(gw, erp) as http:
@@ -216,14 +216,14 @@ def test_bad_orders_get_a_problem_a_dead_letter_and_a_rejection(gw, peers, ids, 
 
 def test_who_may_write_what(gw, peers, ids):
     oid, shop, other, courier = ids("A"), ids("shop"), ids("other"), ids("c")
-    erp = bearer(gw.data_dir, "ordersys", ids("erp"))
+    erp = bearer(gw, "ordersys", ids("erp"))
     with client(gw, erp) as http:
         assert http.post("/api/v1/orders", json=order(order_id=oid, shop_id=shop, courier_id=None)).status_code == 202
         problem_of(http.post(f"/api/v1/orders/{oid}/commands", json={"command": "packed"}), 403)
-    with client(gw, bearer(gw.data_dir, "courier", courier)) as http:
+    with client(gw, bearer(gw, "courier", courier)) as http:
         problem_of(http.post("/api/v1/orders", json=order(order_id=ids("B"))), 403)
         problem_of(http.post(f"/api/v1/orders/{oid}/commands", json={"command": "packed"}), 403)
-    with client(gw, bearer(gw.data_dir, "shop", other)) as http:  # another shop's order: NotYours, dead-lettered
+    with client(gw, bearer(gw, "shop", other)) as http:  # another shop's order: NotYours, dead-lettered
         before = dead_letters(gw)
         refused = problem_of(http.post(f"/api/v1/orders/{oid}/commands", json={"command": "cancel"}), 403)
         assert refused["order_id"] == oid and dead_letters(gw) == before + 1
@@ -237,14 +237,14 @@ def test_who_may_write_what(gw, peers, ids):
 def test_shop_and_operator_commands_by_http(gw, peers, ids):
     oid, shop, courier = ids("A"), ids("shop"), ids("c")
     phone = peers(gw.port, subscribe=(f"couriers/{courier}/tasks",))
-    with client(gw, bearer(gw.data_dir, "ordersys", ids("erp"))) as http:
+    with client(gw, bearer(gw, "ordersys", ids("erp"))) as http:
         http.post("/api/v1/orders", json=order(order_id=oid, shop_id=shop, courier_id=None)).raise_for_status()
-    with client(gw, bearer(gw.data_dir, "operator", ids("ops"))) as http:
+    with client(gw, bearer(gw, "operator", ids("ops"))) as http:
         assigned = http.post(f"/api/v1/orders/{oid}/commands", json={"command": "assign", "courier_id": courier})
         assert assigned.status_code == 200 and assigned.json()["status"] == "assigned"
         assert assigned.json()["order"]["courier_id"] == courier
     phone.wait_for(f"couriers/{courier}/tasks", lambda t: t["order_id"] == oid and t["kind"] == "assign")
-    with client(gw, bearer(gw.data_dir, "shop", shop)) as http:
+    with client(gw, bearer(gw, "shop", shop)) as http:
         packed = http.post(f"/api/v1/orders/{oid}/commands", json={"command": "packed"})
         assert packed.json()["result"] == "done" and packed.json()["status"] == "packed"
         assert http.post(f"/api/v1/orders/{oid}/commands", json={"command": "packed"}).json()["result"] == "unchanged"
@@ -261,9 +261,9 @@ def test_shop_and_operator_commands_by_http(gw, peers, ids):
 
 def test_uploads_by_http_take_the_media_topics_checks(gw, peers, ids):
     oid, shop, courier = ids("A"), ids("shop"), ids("c")
-    with client(gw, bearer(gw.data_dir, "ordersys", ids("erp"))) as http:
+    with client(gw, bearer(gw, "ordersys", ids("erp"))) as http:
         http.post("/api/v1/orders", json=order(order_id=oid, shop_id=shop, courier_id=courier)).raise_for_status()
-    with client(gw, bearer(gw.data_dir, "courier", courier)) as http:
+    with client(gw, bearer(gw, "courier", courier)) as http:
         stored = http.post(f"/api/v1/orders/{oid}/media", params={"kind": "proof_of_delivery"}, content=JPEG)
         assert stored.status_code == 201, stored.text
         assert stored.json()["content_type"] == "image/jpeg" and stored.json()["size"] == len(JPEG)
@@ -273,13 +273,13 @@ def test_uploads_by_http_take_the_media_topics_checks(gw, peers, ids):
                              content=JPEG + b"\0" * 2_200_000), 413)
         timeline = http.get(f"/api/v1/orders/{oid}").json()["timeline"]
     assert any(e["kind"] == "media" and e["media_id"] == stored.json()["media_id"] for e in timeline)
-    with client(gw, bearer(gw.data_dir, "courier", ids("stranger"))) as http:
+    with client(gw, bearer(gw, "courier", ids("stranger"))) as http:
         problem_of(http.post(f"/api/v1/orders/{oid}/media", params={"kind": "packed"}, content=JPEG), 403)
 
 
 @pytest.fixture(scope="module")
 def fuzzer(gw: GatewayProcess) -> dict[str, str]:
-    return bearer(gw.data_dir, "ordersys", "fuzz")
+    return bearer(gw, "ordersys", "fuzz")
 
 
 @settings(max_examples=40, deadline=None)
@@ -302,7 +302,7 @@ def test_no_body_takes_the_http_side_down(gw, fuzzer, body):
 def test_orders_page_by_cursor_and_each_role_sees_its_own(gw, ids):
     shop, courier = ids("shop"), ids("c")
     placed = [ids(f"A{i}") for i in range(5)]
-    with client(gw, bearer(gw.data_dir, "ordersys", ids("erp"))) as http:
+    with client(gw, bearer(gw, "ordersys", ids("erp"))) as http:
         for i, oid in enumerate(placed):
             http.post("/api/v1/orders", json=order(order_id=oid, shop_id=shop,
                                                    courier_id=courier if i < 2 else None)).raise_for_status()
@@ -318,11 +318,11 @@ def test_orders_page_by_cursor_and_each_role_sees_its_own(gw, ids):
         problem_of(http.get("/api/v1/orders", params={"status": "lost"}), 400)
     assert [len(p) for p in pages] == [2, 2, 1]
     assert [oid for p in pages for oid in p] == placed[::-1]
-    with client(gw, bearer(gw.data_dir, "shop", shop)) as http:
+    with client(gw, bearer(gw, "shop", shop)) as http:
         assert {o["order_id"] for o in http.get("/api/v1/orders", params={"limit": 500}).json()["orders"]} == \
             set(placed)
         assert len(http.get("/api/v1/orders", params={"status": "assigned"}).json()["orders"]) == 2
-    with client(gw, bearer(gw.data_dir, "courier", courier)) as http:
+    with client(gw, bearer(gw, "courier", courier)) as http:
         assert {o["order_id"] for o in http.get("/api/v1/orders").json()["orders"]} == set(placed[:2])
         problem_of(http.get(f"/api/v1/orders/{placed[4]}"), 403)
         problem_of(http.get(f"/api/v1/orders/{ids('nope')}"), 404)
@@ -335,7 +335,7 @@ def test_couriers_and_their_tracks_as_json_geojson_and_gpx(gw, peers, ids):
     path = [(31.2300 + i * 0.001, 121.4700 + i * 0.0005) for i in range(6)]
     for i, (lat, lon) in enumerate(path):
         phone.publish(f"couriers/{courier}/gps", {**fix(lat, lon), "tst": start + 60 * i, "alt": 12.0, "vel": 15})
-    ops = bearer(gw.data_dir, "operator", ids("ops"))
+    ops = bearer(gw, "operator", ids("ops"))
     with client(gw, ops) as http:
         eventually(lambda: len(http.get(f"/api/v1/couriers/{courier}/track").json()["fixes"]) == 6, "six fixes")
         listed = {c["courier_id"]: c for c in http.get("/api/v1/couriers").json()["couriers"]}
@@ -356,20 +356,20 @@ def test_couriers_and_their_tracks_as_json_geojson_and_gpx(gw, peers, ids):
         assert segment.points[0].time.timestamp() == start and segment.points[0].elevation == 12.0
         problem_of(http.get(f"/api/v1/couriers/{courier}/track", params={"from": "yesterday"}), 400)
         problem_of(http.get(f"/api/v1/couriers/{courier}/track", params={"format": "kml"}), 400)
-    with client(gw, bearer(gw.data_dir, "courier", courier)) as http:
+    with client(gw, bearer(gw, "courier", courier)) as http:
         assert len(http.get(f"/api/v1/couriers/{courier}/track").json()["fixes"]) == 6
         assert [c["courier_id"] for c in http.get("/api/v1/couriers").json()["couriers"]] == [courier]
         problem_of(http.get(f"/api/v1/couriers/{ids('other')}/track"), 403)
-    with client(gw, bearer(gw.data_dir, "shop", shop)) as http:
+    with client(gw, bearer(gw, "shop", shop)) as http:
         assert http.get("/api/v1/couriers").json()["couriers"] == []  # none of its couriers yet
         problem_of(http.get(f"/api/v1/couriers/{courier}/track"), 403)
         problem_of(http.get("/api/v1/stats"), 403)
-    with client(gw, bearer(gw.data_dir, "ordersys", ids("erp"))) as http:
+    with client(gw, bearer(gw, "ordersys", ids("erp"))) as http:
         problem_of(http.get("/api/v1/couriers"), 403)
 
 
 def test_stats_for_operators(gw, ids):
-    with client(gw, bearer(gw.data_dir, "operator", ids("ops"))) as http:
+    with client(gw, bearer(gw, "operator", ids("ops"))) as http:
         stats = http.get("/api/v1/stats").json()
     assert {"orders", "orders_by_status", "dead_letters", "performance"} <= set(stats)
 
@@ -390,11 +390,11 @@ def scrape(http: httpx.Client) -> dict[tuple[str, tuple[tuple[str, str], ...]], 
 
 def test_metrics_move_with_the_traffic(gw, peers, ids):
     oid, courier = ids("A"), ids("c")
-    ops = bearer(gw.data_dir, "operator", ids("ops"))
+    ops = bearer(gw, "operator", ids("ops"))
     phone = peers(gw.port, subscribe=(f"couriers/{courier}/tasks", f"couriers/{courier}/errors"))
     with client(gw, ops) as http:
         before = scrape(http)
-        with client(gw, bearer(gw.data_dir, "ordersys", ids("erp"))) as erp:
+        with client(gw, bearer(gw, "ordersys", ids("erp"))) as erp:
             erp.post("/api/v1/orders", json=order(order_id=oid, courier_id=courier)).raise_for_status()
             erp.post("/api/v1/orders", content=b"{", headers={"content-type": "application/json"})
         [task] = phone.wait_for(f"couriers/{courier}/tasks")
@@ -415,11 +415,13 @@ def test_metrics_move_with_the_traffic(gw, peers, ids):
     assert moved("fieldgate_bridge_batch_seconds_count") >= 1 and moved("fieldgate_broker_commit_seconds_count") >= 1
     assert moved("fieldgate_http_requests_total", route="/api/v1/orders", status="202") == 1
     assert after[("fieldgate_connections", (("listener", "mqtt"), ("role", "local")))] >= 1
-    assert after[("fieldgate_connections", (("listener", "in_process"), ("role", "gateway")))] == 1
+    # The bridge joins the embedded broker in process; with a PostgreSQL store, over loopback MQTT.
+    joined = "in_process" if isinstance(gw.store, Path) else "mqtt"
+    assert after[("fieldgate_connections", (("listener", joined), ("role", "gateway")))] == 1
     assert after[("fieldgate_orders", (("status", "assigned"),))] >= 1
     assert ("fieldgate_session_queue_depth", ()) in after and ("fieldgate_webhook_backlog", ()) in after
     assert ("fieldgate_session_dropped_total", ()) in after and ("fieldgate_webhook_queue_age_seconds", ()) in after
-    with client(gw, bearer(gw.data_dir, "shop", ids("shop"))) as http:
+    with client(gw, bearer(gw, "shop", ids("shop"))) as http:
         problem_of(http.get("/metrics"), 403)
 
 

@@ -30,6 +30,9 @@ COURIERS = 4
 ORDERS_PER_COURIER = 5
 FIXES_PER_ORDER = 6
 ORDERS_IN_CLUSTER_RUN = 400
+#: What refusing a redelivered older status says: a status message carries no id, so a pickup delivered again after
+#: the delivery is refused (an error to the courier, a dead letter) and changes nothing.
+STALE = " is already "
 
 
 def bridges_on(rabbitmq, postgres_url: str, spawn, data: Path) -> Callable[[], GatewayProcess]:
@@ -84,7 +87,7 @@ def test_two_bridges_share_the_partitions_and_one_killed_mid_stream_loses_and_re
     for courier, oids in orders.items():
         tasks = phones[courier].wait_for(f"couriers/{courier}/tasks", count=len(oids))
         steps.append((courier, "receipts", {"msg_ids": [t["msg_id"] for t in tasks]}))
-        receipted.update(t["order_id"] for t in tasks)
+        receipted.update(t["order_id"] for t in {t["msg_id"]: t for t in tasks}.values())  # a task re-sent: once
         for j, oid in enumerate(oids):
             for k in range(FIXES_PER_ORDER):
                 tst = now - 600 + j * FIXES_PER_ORDER + k
@@ -112,21 +115,22 @@ def test_two_bridges_share_the_partitions_and_one_killed_mid_stream_loses_and_re
         statuses = [e["status"] for e in store.timeline(oid) if e["kind"] == "status"]
         assert [st for st in statuses if st != "arriving"] == ["packed", "picked_up", "delivered"], statuses
         assert statuses.count("arriving") <= 1, statuses  # the geofence's, once at most
-        assert steps_of["created"] == steps_of["assigned"] == 1 and "rejected" not in steps_of, steps_of
+        assert steps_of["created"] == steps_of["assigned"] == 1, steps_of
+        assert all(STALE in e["reason"] for e in store.timeline(oid) if e["kind"] == "rejected"), store.timeline(oid)
         assert steps_of["delivered_to_courier"] == receipted[oid], steps_of  # one per task confirmed
     for courier in couriers:
         [[stored]] = store.conn.execute("SELECT COUNT(*) FROM gps_fixes WHERE courier_id = ?", (courier,)).fetchall()
         assert stored == sent_fixes[courier]
-        assert phones[courier].on(f"couriers/{courier}/errors") == []
+        assert all(STALE in e["reason"] for e in phones[courier].on(f"couriers/{courier}/errors"))
     dead = [(topic, reason) for topic, reason, oid in store.conn.execute(
         "SELECT topic, reason, order_id FROM dead_letters") if oid in every or shop in topic
         or any(f"/{c}/" in topic for c in couriers)]
-    assert dead == []
+    assert all(STALE in reason for _, reason in dead), dead
     acks = Counter((a["order_id"], a["kind"], a.get("status")) for a in ordersys.on("ordersys/acks")
                    if a["order_id"] in every)
     repeated = sum(n - 1 for n in acks.values())
     print(f"{len(interleaved)} messages, one of two bridges killed halfway: {sum(acks.values())} acks, "
-          f"{repeated} of them repeats (MQTT's at-least-once)")
+          f"{repeated} of them repeats (MQTT's at-least-once); {len(dead)} older statuses delivered again and refused")
     assert all(acks[(oid, "status_changed", "delivered")] >= 1 for oid in every)
 
 
