@@ -30,6 +30,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bench.brokers import free_port
+
 ROOT = Path(__file__).resolve().parent.parent
 RABBITMQ_SERVER = Path("/usr/lib/rabbitmq/bin/rabbitmq-server")
 RABBITMQCTL = Path("/usr/lib/rabbitmq/bin/rabbitmqctl")
@@ -40,7 +42,8 @@ class EngineMissing(Exception):
     """A Debian package the run needs is not installed (its name is the message's hint)."""
 
 
-def _wait(condition: Callable[[], Any], what: str, timeout: float) -> Any:
+def wait_until(condition: Callable[[], Any], what: str, timeout: float) -> Any:
+    """Poll `condition` until it is truthy (its value) or `timeout` seconds pass (TimeoutError)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if result := condition():
@@ -55,12 +58,6 @@ def accepts(port: int) -> bool:
         return True
     except OSError:
         return False
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def quiet_port() -> int:
@@ -220,7 +217,8 @@ def rabbitmq(nodes: int = 1, timeout: float = 180) -> Iterator[RabbitCluster]:
     folder = Path(tempfile.mkdtemp(prefix="fieldgate-rabbitmq-"))
     epmd = quiet_port()
     env = {**os.environ, "HOME": str(folder), "ERL_EPMD_PORT": str(epmd), "ERL_EPMD_ADDRESS": "127.0.0.1",
-           "RABBITMQ_ENABLED_PLUGINS_FILE": str(folder / "enabled_plugins")}
+           "RABBITMQ_ENABLED_PLUGINS_FILE": str(folder / "enabled_plugins"),
+           "ERL_CRASH_DUMP": str(folder / "erl_crash.dump")}  # a node that fails to start dumps there, not here
     shutil.copy(ROOT / "contrib" / "enabled_plugins", folder / "enabled_plugins")  # the README's plugins
     (folder / "definitions.json").write_text(json.dumps(rabbitmq_definitions()))
     cluster = RabbitCluster(folder, env)
@@ -237,7 +235,7 @@ def rabbitmq(nodes: int = 1, timeout: float = 180) -> Iterator[RabbitCluster]:
             with output.open("wb") as out:
                 node.proc = subprocess.Popen([str(RABBITMQ_SERVER)], env=node_env, stdout=out,
                                              stderr=subprocess.STDOUT, start_new_session=True)
-            _wait(lambda n=node: not n.running or (accepts(n.amqp_port) and accepts(n.mqtt_port)),
+            wait_until(lambda n=node: not n.running or (accepts(n.amqp_port) and accepts(n.mqtt_port)),
                   f"RabbitMQ node {node.name} listening", timeout)
             if not node.running:
                 raise RuntimeError("RabbitMQ did not start:\n" + output.read_text(errors="replace")[-3000:])
@@ -249,7 +247,7 @@ def rabbitmq(nodes: int = 1, timeout: float = 180) -> Iterator[RabbitCluster]:
             if node.running:
                 cluster.kill(node)
         # The port mapper refuses to stop while a dying node is still registered with it: ask until it has.
-        _wait(lambda: b"not allowed" not in subprocess.run(["epmd", "-port", str(epmd), "-kill"],
+        wait_until(lambda: b"not allowed" not in subprocess.run(["epmd", "-port", str(epmd), "-kill"],
                                                            capture_output=True, env=env).stdout,
               "RabbitMQ's port mapper stopped", 60)
         shutil.rmtree(folder, ignore_errors=True)

@@ -47,15 +47,6 @@ def _bridge(node: engines.RabbitNode, url: str, data: Path, log: Path) -> subpro
                                 stderr=subprocess.STDOUT)
 
 
-def _wait(condition: object, what: str, timeout: float = 120) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():  # type: ignore[operator]
-            return
-        time.sleep(0.05)
-    raise TimeoutError(f"timed out waiting for {what}")
-
-
 def run_one(node: engines.RabbitNode, server: str, bridges: int, fixes: int, tmp: Path) -> dict[str, float]:
     """Apply `fixes` fixes with `bridges` bridges; their rate."""
     url = engines.new_database(server, f"scale{bridges}")
@@ -65,8 +56,9 @@ def run_one(node: engines.RabbitNode, server: str, bridges: int, fixes: int, tmp
     procs = [_bridge(node, url, tmp / "data", tmp / f"bridge{bridges}-{i}.log") for i in range(bridges)]
     try:
         fair = -(-PARTITIONS // bridges)
-        _wait(lambda: (c := check_store(url, PARTITIONS)).bridges == bridges and c.partitions_owned == PARTITIONS
-              and c.most_by_one == fair, f"{bridges} bridges sharing every partition fairly")
+        engines.wait_until(lambda: (c := check_store(url, PARTITIONS)).bridges == bridges
+                           and c.partitions_owned == PARTITIONS and c.most_by_one == fair,
+                           f"{bridges} bridges sharing every partition fairly", 120)
         for p in procs:
             p.send_signal(signal.SIGSTOP)
         per = fixes // COURIERS
@@ -88,7 +80,7 @@ def run_one(node: engines.RabbitNode, server: str, bridges: int, fixes: int, tmp
             resumed = time.monotonic()
             for p in procs:
                 p.send_signal(signal.SIGCONT)
-            _wait(lambda: count() >= total, f"{total} fixes applied", timeout=600)
+            engines.wait_until(lambda: count() >= total, f"{total} fixes applied", 600)
             elapsed = time.monotonic() - resumed
         return {"bridges": bridges, "fixes": total, "seconds": round(elapsed, 2), "fixes_per_s": round(total / elapsed)}
     finally:

@@ -26,6 +26,7 @@ import yaml
 from paho.mqtt.enums import CallbackAPIVersion
 
 from bench import engines
+from bench.brokers import free_port
 from gateway.core.geo import offset
 from gateway.core.models import Courier, Shop
 from gateway.store.queries import Queries
@@ -241,12 +242,6 @@ def fieldgate(*args: str, stdin: str | None = None, env: dict[str, str] | None =
 # ---------------------------------------------------------------- Debian's mosquitto, the second broker
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture
 def mosquitto_at(tmp_path: Path) -> Callable[[int], AbstractContextManager[int]]:
     """`with mosquitto_at(port):` runs a fresh Debian mosquitto on 127.0.0.1:port for the block."""
@@ -459,7 +454,6 @@ def raw_connect(port: int, client_id: str, *, keepalive: int = 60, clean: bool =
                 will: tuple[str, bytes, int, bool] | None = None, username: str | None = None,
                 password: str | None = None) -> tuple[Any, bytes]:
     """A bare TCP MQTT 3.1.1 connection (no pings, no acks unless the test sends them); (socket, CONNACK)."""
-    import socket
     import struct
 
     from gateway.broker.codec import remaining_length

@@ -211,21 +211,22 @@ class Bridge:
                 self._run_calls()
                 self._forget_acked()
                 # Work done for every bridge on the store, by the one holding its lease (SQLite: this one).
-                if time.monotonic() >= next_resend and self.transport.connected and self.store.leads(HOUSEKEEPING):
+                leading = self.store.leads(HOUSEKEEPING)
+                if leading and time.monotonic() >= next_resend and self.transport.connected:
                     next_resend = time.monotonic() + RESEND_CHECK_SECONDS
                     self._to_send.extend((None, message) for message in self.gateway.due_resends())
                     self._queue_for_sending(self.gateway.run_operator_commands())
-                if time.monotonic() >= next_timers and self.store.leads(HOUSEKEEPING):
+                if leading and time.monotonic() >= next_timers:
                     next_timers = time.monotonic() + TIMERS_EVERY_SECONDS
                     self._queue_for_sending(self.gateway.run_timers())
-                if time.monotonic() >= next_clear and self.store.leads(HOUSEKEEPING):
+                if leading and time.monotonic() >= next_clear:
                     next_clear = time.monotonic() + CLEAR_CHECK_SECONDS
                     self._queue_for_sending(self.gateway.clear_final_states())
                 if self.store.shared and time.monotonic() >= next_adopt and self.transport.connected:
                     next_adopt = time.monotonic() + ADOPT_EVERY_SECONDS
                     self._adopt_orphans()
                 self._send_some()
-                if time.monotonic() >= next_purge and self.store.leads(HOUSEKEEPING):
+                if leading and time.monotonic() >= next_purge:
                     next_purge = time.monotonic() + PURGE_EVERY_SECONDS
                     self._purge()
             except StoreBusy as exc:

@@ -37,7 +37,7 @@ import re
 import time
 import zlib
 from collections import Counter
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import lru_cache
@@ -61,8 +61,40 @@ POOL_SIZE = 4
 #: Longest a statement waits for a connection from the pool, in seconds.
 CONNECT_TIMEOUT = 10.0
 
+#: Advisory lock classes (the first of two int4 keys): an instance's slot, a partition of the inbound queues, and a
+#: lease on work one bridge does for all (`PgDatabase.leads`).
+INSTANCE_LOCKS = 0x46470001
+PARTITION_LOCKS = 0x46470002
+LEASE_LOCKS = 0x46470003
+#: How often a lease held is confirmed (its session still alive), in seconds.
+LEASE_CHECK_SECONDS = 5.0
+#: Most bridge instances on one database.
+MAX_INSTANCES = 256
+
 _JSON_EXTRACT = re.compile(r"json_extract\(([\w.]+), '\$\.([\w.]+)'\)")
 _CONFLICTS = (pg_errors.DeadlockDetected, pg_errors.SerializationFailure, pg_errors.LockNotAvailable)
+
+
+def _session(url: str) -> psycopg.Connection[Any]:
+    """A connection of its own, outside the pool (autocommit): for session locks, and for a look from outside."""
+    return psycopg.connect(url, autocommit=True, connect_timeout=int(CONNECT_TIMEOUT))
+
+
+def _held_locks(conn: psycopg.Connection[Any]) -> list[tuple[int, int]]:
+    """(lock class, holder's backend pid) of every granted two-key advisory lock in this database."""
+    return conn.execute(
+        "SELECT classid, pid FROM pg_locks WHERE locktype = 'advisory' AND granted AND objsubid = 2 "
+        "AND database = (SELECT oid FROM pg_database WHERE datname = current_database())").fetchall()
+
+
+def _schema_version(execute: Callable[[str], Any]) -> int | None:
+    """The schema version a database holds (None: no fieldgate tables), read with `execute` (a pooled or an own
+    connection's)."""
+    found = execute("SELECT to_regclass('meta') IS NOT NULL").fetchone()
+    if not found or not found[0]:
+        return None
+    row = execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+    return None if row is None else int(row[0])
 
 
 @lru_cache(maxsize=512)
@@ -186,10 +218,6 @@ class PgConnection:
         names = [c.name for c in rows.description or ()]
         return [dict(zip(names, row, strict=True)) for row in rows]
 
-    @property
-    def in_transaction(self) -> bool:
-        return self._held is not None
-
     @contextmanager
     def transaction(self) -> Iterator[PgConnection]:
         """BEGIN … COMMIT on one pooled connection; rolled back if the block raises."""
@@ -243,11 +271,7 @@ class PgDatabase:
             raise
 
     def _version(self) -> int | None:
-        found = self.conn.execute("SELECT to_regclass('meta') IS NOT NULL").fetchone()
-        if not found or not found[0]:
-            return None
-        row = self.conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
-        return None if row is None else int(row[0])
+        return _schema_version(self.conn.execute)
 
     def _upgrade(self, create: bool) -> None:
         with self.conn.transaction():
@@ -280,8 +304,7 @@ class PgDatabase:
         now = time.monotonic()
         try:
             if self._leases is None or self._leases.closed:
-                self._leases, self._held = psycopg.connect(self._url, autocommit=True,
-                                                           connect_timeout=int(CONNECT_TIMEOUT)), {}
+                self._leases, self._held = _session(self._url), {}
             if name in self._held:
                 if now - self._held[name] >= LEASE_CHECK_SECONDS:
                     self._leases.execute("SELECT 1")
@@ -312,17 +335,6 @@ class PgDatabase:
         self.conn.close()
 
 
-#: Advisory lock classes (the first of two int4 keys): an instance's slot, a partition of the inbound queues, and a
-#: lease on work one bridge does for all (`PgDatabase.leads`).
-INSTANCE_LOCKS = 0x46470001
-PARTITION_LOCKS = 0x46470002
-LEASE_LOCKS = 0x46470003
-#: How often a lease held is confirmed (its session still alive), in seconds.
-LEASE_CHECK_SECONDS = 5.0
-#: Most bridge instances on one database.
-MAX_INSTANCES = 256
-
-
 class PartitionLocks:
     """Which of the inbound queues' partitions this bridge instance consumes, decided with the other instances on
     the same database by session advisory locks (`gateway.bridge.amqp` asks; the RabbitMQ side is there).
@@ -343,7 +355,7 @@ class PartitionLocks:
 
     def _connect(self) -> psycopg.Connection[Any]:
         if self._conn is None or self._conn.closed:
-            self._conn = psycopg.connect(self.url, autocommit=True, connect_timeout=int(CONNECT_TIMEOUT))
+            self._conn = _session(self.url)
             self.slot = next((slot for slot in range(MAX_INSTANCES) if self._conn.execute(
                 "SELECT pg_try_advisory_lock(%s, %s)", (INSTANCE_LOCKS, slot)).fetchone()[0]), None)
             if self.slot is None:
@@ -355,10 +367,7 @@ class PartitionLocks:
         reach the locks are gone with the connection: give everything up and take nothing."""
         try:
             conn = self._connect()
-            live = conn.execute(
-                "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted AND classid = %s "
-                "AND objsubid = 2 AND database = (SELECT oid FROM pg_database WHERE datname = current_database())",
-                (INSTANCE_LOCKS,)).fetchone()[0]
+            live = sum(1 for kind, _ in _held_locks(conn) if kind == INSTANCE_LOCKS)
             share = -(-self.partitions // max(live, 1))
             if len(held) > share:
                 return set(), set(sorted(held)[share:])
@@ -408,16 +417,9 @@ def check_store(url: str, partitions: int) -> StoreCheck:
     """Reach the store and say what the bridges on it hold (without writing anything)."""
     where = redacted(url)
     try:
-        with psycopg.connect(url, autocommit=True, connect_timeout=int(CONNECT_TIMEOUT)) as conn:
-            locks = conn.execute(
-                "SELECT classid, pid FROM pg_locks WHERE locktype = 'advisory' AND granted AND objsubid = 2 "
-                "AND classid IN (%s, %s) AND database = (SELECT oid FROM pg_database WHERE "
-                "datname = current_database())", (INSTANCE_LOCKS, PARTITION_LOCKS)).fetchall()
-            found = conn.execute("SELECT to_regclass('meta') IS NOT NULL").fetchone()
-            version = None
-            if found and found[0]:
-                row = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
-                version = None if row is None else int(row[0])
+        with _session(url) as conn:
+            locks = _held_locks(conn)
+            version = _schema_version(conn.execute)
     except psycopg.Error as exc:
         return StoreCheck(where, False, problem=f"unreachable: {str(exc).strip()}")
     bridges = sum(1 for kind, _ in locks if kind == INSTANCE_LOCKS)
