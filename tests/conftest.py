@@ -27,6 +27,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from bench import engines
 from bench.brokers import free_port
+from gateway.core.acl import Role
 from gateway.core.geo import offset
 from gateway.core.models import Courier, Shop
 from gateway.store.queries import Queries
@@ -96,14 +97,26 @@ class GatewayProcess:
     _ready: threading.Event = field(default_factory=threading.Event)
     _reader: threading.Thread | None = None
     _new_line: threading.Condition = field(default_factory=threading.Condition)
+    _queries: Queries | None = None
 
     def __post_init__(self) -> None:
         self.store = self.store or db_path(self.data_dir)
 
     def cli(self, *args: str, **kw: Any) -> subprocess.CompletedProcess[str]:
         """`fieldgate ARGS` on this gateway's data directory and store (`fieldgate`, which takes `kw`)."""
-        env = {"FIELDGATE_STORAGE_URL": self.store} if isinstance(self.store, str) else {}
-        return fieldgate(*args, "--data-dir", str(self.data_dir), env=env, **kw)
+        return fieldgate(*args, "--data-dir", str(self.data_dir), env=self.store_env, **kw)
+
+    @property
+    def store_env(self) -> dict[str, str]:
+        """The environment that points a command at its store when that is not its data directory's."""
+        return {"FIELDGATE_STORAGE_URL": self.store} if isinstance(self.store, str) else {}
+
+    @property
+    def queries(self) -> Queries:
+        """A reader of its store, opened at the first use and kept (one PostgreSQL pool for all of a test's reads)."""
+        if self._queries is None:
+            self._queries = Queries(self.store)
+        return self._queries
 
     def start(self, ready_pattern: str = r"fieldgate ready mqtt=[^ ]*:(\d+)") -> GatewayProcess:
         self._ready.clear()
@@ -166,6 +179,9 @@ class GatewayProcess:
         return code
 
     def kill(self) -> None:
+        if self._queries is not None:
+            self._queries.close()
+            self._queries = None
         if self.proc is not None and self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait(DEADLINE)
@@ -182,13 +198,18 @@ def launch(tmp: Path, *extra: str, data_dir: Path | None = None, config: dict[st
     `config` written as a broker.yaml in `tmp`; returns once it logged its ready line."""
     data = data_dir or tmp / "data"
     args = [command, "--data-dir", str(data), "--http-port", "0"]
-    store = ((config or {}).get("storage") or {}).get("url") or db_path(data)
     if command == "serve":
         args += ["--port", str(port)]
     if config is not None:
         args += ["--config", str(write_config(tmp / f"broker-{next(_ids)}.yaml", **config))]
-    gw = GatewayProcess([*args, *extra], data, store)
+    gw = not_started(data, config, [*args, *extra])
     return gw.start(ready) if ready else gw.start()
+
+
+def not_started(data: Path, config: dict[str, Any] | None = None, args: list[str] | None = None) -> GatewayProcess:
+    """A gateway on `data` and the store `config` names, not (yet) started: what commands that need no running
+    gateway are given (`gw.cli`, `add_user`)."""
+    return GatewayProcess(args or [], data, ((config or {}).get("storage") or {}).get("url", ""))
 
 
 @pytest.fixture
@@ -210,23 +231,44 @@ TEST_CONFIG = {"bridge": {"task_retry_seconds": 1.0}, "log_level": "DEBUG"}
 
 
 @pytest.fixture(scope="session")
-def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayProcess]:
-    """One embedded gateway shared by the flow tests (each test uses its own ids)."""
+def sqlite_gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayProcess]:
+    """One embedded gateway shared by the flow tests (each test uses its own ids), its tables in fieldgate.db."""
     gw = launch(tmp_path_factory.mktemp("shared-gateway"), config=TEST_CONFIG)
     yield gw
     gw.kill()
 
 
 @pytest.fixture(scope="session")
-def gateway_on_postgresql(tmp_path_factory: pytest.TempPathFactory, postgres_server: str) -> Iterator[GatewayProcess]:
-    """`gateway` with its tables in a PostgreSQL database (`storage.url`; its bridge joins over loopback MQTT)."""
+def postgresql_gateway(tmp_path_factory: pytest.TempPathFactory, postgres_server: str) -> Iterator[GatewayProcess]:
+    """`sqlite_gateway` with its tables in a PostgreSQL database (`storage.url`; its bridge joins over loopback
+    MQTT)."""
     url = engines.new_database(postgres_server, "shared_gateway")
     gw = launch(tmp_path_factory.mktemp("shared-gateway-pg"), config={**TEST_CONFIG, "storage": {"url": url}})
     yield gw
     gw.kill()
 
 
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def gateway(request: pytest.FixtureRequest) -> GatewayProcess:
+    """The session's shared gateway on each store in turn: a test taking it runs against both, so the two stores
+    cannot drift. Reach its tables through `gw.store` and its CLI through `gw.cli`."""
+    return request.getfixturevalue(f"{request.param}_gateway")
+
+
 # ---------------------------------------------------------------- the command line
+
+PASSWORD = "s3cret-Passw0rd"  # of the users tests add
+
+
+def add_user(gw: GatewayProcess, name: str, role: str, user_id: str | None = None, *, password: str = PASSWORD) -> None:
+    """A user in a gateway's store (created if it is not there yet), as `fieldgate users add --init` makes it (the
+    CLI's own tests run that; here it is one insert, not a process start)."""
+    gw.data_dir.mkdir(parents=True, exist_ok=True)
+    store = Store(gw.store)
+    try:
+        store.users.add(name, Role(role), user_id, password)
+    finally:
+        store.close()
 
 
 def fieldgate(*args: str, stdin: str | None = None, env: dict[str, str] | None = None, cwd: Path = ROOT,
@@ -297,10 +339,19 @@ def postgres_server() -> Iterator[str]:
         yield url
 
 
+@pytest.hookimpl(tryfirst=True)  # before xdist's own hook reads the groups
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The RabbitMQ tests run on one xdist worker (`--dist loadgroup`): one node is started, not one per worker."""
+    for item in items:
+        if item.get_closest_marker("rabbitmq"):
+            item.add_marker(pytest.mark.xdist_group("rabbitmq"))
+
+
 @pytest.fixture(scope="session")
 def rabbitmq() -> Iterator[engines.RabbitNode]:
-    """One RabbitMQ node per test session (per xdist worker), `bench.engines.rabbitmq`: the README's config and
-    plugins, the bridge's user with the README's permissions; anonymous MQTT clients act as the guest user."""
+    """One RabbitMQ node per test session, on the one xdist worker running its tests: `bench.engines.rabbitmq`, the
+    README's config and plugins, the bridge's user with the README's permissions; anonymous MQTT clients act as the
+    guest user."""
     with _engine(engines.rabbitmq(1)) as cluster:
         yield cluster.nodes[0]
 
@@ -317,6 +368,12 @@ def store_config(request: pytest.FixtureRequest, name: str) -> dict[str, Any]:
     if request.param == "sqlite":
         return {}
     return {"storage": {"url": engines.new_database(request.getfixturevalue("postgres_server"), name)}}
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def on_store(request: pytest.FixtureRequest) -> dict[str, Any]:
+    """The config (`store_config`) of a test's own gateway on each store in turn: a test taking it runs on both."""
+    return store_config(request, request.node.name)
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -551,10 +608,6 @@ def run_flow(port: int, peers, ids) -> None:
     ordersys.wait_for("ordersys/acks", lambda a: a["order_id"] == oid and a["kind"] == "delivered_to_courier")
     phone.publish(f"couriers/{courier}/status", {"order_id": oid, "status": "picked_up"})
     ordersys.wait_for("ordersys/acks", lambda a: a["order_id"] == oid and a["status"] == "picked_up")
-
-
-def store_of(gw: GatewayProcess) -> Queries:
-    return Queries(gw.store)
 
 
 def barrier(peer: Peer, courier: str) -> None:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from conftest import order, store_of
+from conftest import order
 
 C = "badc"  # the courier and shop of these cases; order ids are unique per case
 
@@ -79,7 +79,7 @@ def test_bad_input_is_rejected_dead_lettered_and_logged(gateway, peers, ids, cas
     assert rejection["hint"]
     if topic == "orders/in":
         client.wait_for("ordersys/acks", lambda a: a["kind"] == "rejected" and reason in a["reason"])
-    store = store_of(gateway)
+    store = gateway.queries
     rows = list(store.query("SELECT topic, payload, size, reason FROM dead_letters WHERE reason = ?",
                                [rejection["reason"]]))
     assert rows and rows[-1]["topic"] == topic and rows[-1]["size"] == len(raw)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from typing import Any
@@ -45,27 +46,27 @@ def test_commands_read_the_live_database_while_the_gateway_runs(gateway, peers, 
     phone.publish(f"couriers/{courier}/gps", fix(31.20, 121.44))  # 4.6 km from the door: not arriving yet
     phone.publish(f"couriers/{courier}/status", {"order_id": oid, "status": "en_route"})
     barrier(phone, courier)
-    data = ["--data-dir", str(gateway.data_dir)]
-
-    listed = fieldgate("orders", "list", "--shop", shop, *data)
+    listed = gateway.cli("orders", "list", "--shop", shop)
     assert listed.returncode == 0 and oid in listed.stdout and "en_route" in listed.stdout
 
-    shown = fieldgate("orders", "show", oid, *data)
+    shown = gateway.cli("orders", "show", oid)
     assert shown.returncode == 0
     for kind in ("created", "assigned", "delivered_to_courier", "status"):
         assert kind in shown.stdout
     assert "Li Na" in shown.stdout
 
-    couriers = fieldgate("couriers", "list", "--wide", env={"FIELDGATE_DATA_DIR": str(gateway.data_dir)})
+    couriers = fieldgate("couriers", "list", "--wide", env={"FIELDGATE_DATA_DIR": str(gateway.data_dir),
+                                                                **gateway.store_env})
     assert couriers.returncode == 0
     line = next(line for line in couriers.stdout.splitlines() if courier in line)
     assert "yes" in line and "31.20000,121.44000" in line and oid in line
 
-    stats = json.loads(fieldgate("stats", "--json", *data).stdout)
+    stats = json.loads(gateway.cli("stats", "--json").stdout)
     assert stats["events_by_kind"]["delivered_to_courier"] >= 1 and stats["dead_letters"] >= 1
 
-    follow = subprocess.Popen([sys.executable, "-m", "cli.main", "track", oid, "--timeout", "30", *data],
-                              cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    follow = subprocess.Popen([sys.executable, "-m", "cli.main", "track", oid, "--timeout", "30", "--data-dir",
+                               str(gateway.data_dir)], cwd=ROOT, stdout=subprocess.PIPE, text=True,
+                              env={**os.environ, **gateway.store_env})
     phone.publish(f"couriers/{courier}/status", {"order_id": oid, "status": "delivered"})
     out, _ = follow.communicate(timeout=60)
     assert follow.returncode == 0 and "en_route" in out and f"order {oid} is delivered" in out

@@ -4,9 +4,16 @@ from __future__ import annotations
 
 import threading
 
-from conftest import DEADLINE, Peer, raw_connect, recv_exactly, run_flow
+import pytest
+from conftest import DEADLINE, GatewayProcess, Peer, raw_connect, recv_exactly, run_flow
 
 from gateway.broker.codec import encode_publish, remaining_length
+
+
+@pytest.fixture
+def gateway(sqlite_gateway: GatewayProcess) -> GatewayProcess:
+    """The shared gateway on one store: these are the broker's rules, the same wherever the bridge keeps its tables."""
+    return sqlite_gateway
 
 
 def marker(publisher: Peer, listener: Peer, topic: str) -> None:

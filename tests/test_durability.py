@@ -89,12 +89,12 @@ def test_retained_messages_survive_sigkill_and_reach_only_matching_subscribers_a
     assert [m.topic for m in bystander.messages] == ["elsewhere/marker"]  # no retained r/* leaked to it
 
 
-def test_forwarding_qos_is_the_lower_of_publish_and_subscription(gateway, peers, ids):
+def test_forwarding_qos_is_the_lower_of_publish_and_subscription(sqlite_gateway, peers, ids):
     topic = f"q/{ids('t')}"
-    low = peers(gateway.port)
+    low = peers(sqlite_gateway.port)
     low.subscribe(topic, qos=0)
-    high = peers(gateway.port, subscribe=(topic,))
-    publisher = peers(gateway.port)
+    high = peers(sqlite_gateway.port, subscribe=(topic,))
+    publisher = peers(sqlite_gateway.port)
     publisher.publish(topic, {"n": 0}, qos=0)
     publisher.publish(topic, {"n": 1}, qos=1)
     high.wait_for(topic, count=2)
@@ -104,11 +104,11 @@ def test_forwarding_qos_is_the_lower_of_publish_and_subscription(gateway, peers,
     assert not any(m.retain for m in high.messages)
 
 
-def test_silent_client_is_dropped_after_one_and_a_half_keepalives_and_its_will_is_published(gateway, peers, ids):
+def test_silent_client_is_dropped_after_one_and_a_half_keepalives_and_its_will_is_published(sqlite_gateway, peers, ids):
     courier = ids("ck")
-    watcher = peers(gateway.port, subscribe=(f"couriers/{courier}/presence",))
+    watcher = peers(sqlite_gateway.port, subscribe=(f"couriers/{courier}/presence",))
     will = (f"couriers/{courier}/presence", b'{"online": false}', 1, True)
-    sock, connack = raw_connect(gateway.port, ids("silent"), keepalive=1, will=will)
+    sock, connack = raw_connect(sqlite_gateway.port, ids("silent"), keepalive=1, will=will)
     assert connack == b"\x20\x02\x00\x00"
     try:
         [presence] = watcher.wait_for(f"couriers/{courier}/presence")  # no PINGREQ ever: cut after 1.5 s
@@ -116,7 +116,7 @@ def test_silent_client_is_dropped_after_one_and_a_half_keepalives_and_its_will_i
         assert sock.recv(1) == b""  # the broker closed the connection
     finally:
         sock.close()
-    gateway.wait_log(f"courier presence courier_id={courier} online=False")
+    sqlite_gateway.wait_log(f"courier presence courier_id={courier} online=False")
 
 
 def test_a_couriers_presence_is_offline_after_a_gateway_crash(spawn, peers):

@@ -3,16 +3,7 @@ in a real PostgreSQL database (every test runs on both)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
-import pytest
-from conftest import GatewayProcess, Peer, barrier, fix, order, raw_connect, store_of
-
-
-@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
-def gateway(request: pytest.FixtureRequest) -> Iterator[GatewayProcess]:
-    """The shared gateway of this session on each store."""
-    yield request.getfixturevalue("gateway" if request.param == "sqlite" else "gateway_on_postgresql")
+from conftest import Peer, barrier, fix, order, raw_connect
 
 
 def test_order_is_stored_acked_and_routed_to_shop_courier_and_retained_state(gateway, peers, ids):
@@ -37,7 +28,7 @@ def test_order_is_stored_acked_and_routed_to_shop_courier_and_retained_state(gat
     assert state["status"] == "assigned" and state["courier_id"] == courier and state["location"] is None
     assert any(m.retain for m in late.messages if m.topic == f"orders/{oid}/state")
 
-    record = store_of(gateway).get_order(oid)
+    record = gateway.queries.get_order(oid)
     assert record is not None and record.order.recipient.phone == "+8613800000000"
 
 
@@ -61,7 +52,7 @@ def test_republished_order_creates_nothing_twice_and_is_acked_as_a_duplicate(gat
     assert again["status"] == "assigned" and again["courier_id"] == courier
     assert len(phone.on(f"couriers/{courier}/tasks")) == 1
     assert [e["kind"] for e in terminal.on(f"shops/{shop}/orders")] == ["created", "assigned", "status"]
-    timeline = [e["kind"] for e in store_of(gateway).timeline(oid)]
+    timeline = [e["kind"] for e in gateway.queries.timeline(oid)]
     assert timeline == ["created", "assigned", "status"]
 
 
@@ -135,7 +126,7 @@ def test_status_updates_move_the_order_and_illegal_ones_are_rejected(gateway, pe
     [rejection] = phone.wait_for(f"couriers/{courier}/errors")
     assert "delivered" in rejection["reason"] and rejection["topic"] == f"couriers/{courier}/status"
     assert rejection["order_id"] == oid
-    assert store_of(gateway).get_order(oid).status == "delivered"
+    assert gateway.queries.get_order(oid).status == "delivered"
 
 
 def test_other_couriers_cannot_move_an_order(gateway, peers, ids):
@@ -197,7 +188,7 @@ def test_gps_fixes_are_stored_and_the_newest_by_tst_is_retained_and_copied_to_or
                for st in phone.on(f"orders/{oid}/state"))
     late = peers(gateway.port, subscribe=(f"couriers/{courier}/location",))
     assert late.wait_for(f"couriers/{courier}/location")[0]["tst"] == newer["tst"]
-    store = store_of(gateway)
+    store = gateway.queries
     rows = store.query("SELECT tst, device FROM gps_fixes WHERE courier_id = ? ORDER BY tst", [courier])
     assert rows == [{"tst": older["tst"], "device": "phone"}, {"tst": newer["tst"], "device": "gps"}]
 
@@ -249,5 +240,5 @@ def test_shops_see_their_courier_go_offline_and_come_back(gateway, peers, ids):
     assert gone["courier_id"] == courier and gone["order_id"] == oid
     peers(gateway.port).publish(f"couriers/{courier}/gps", {"_type": "location", "lat": 1, "lon": 2, "tst": 9})
     terminal.wait_for(f"shops/{shop}/orders", lambda e: e["kind"] == "courier_online")
-    kinds = [e["kind"] for e in store_of(gateway).timeline(oid)]
+    kinds = [e["kind"] for e in gateway.queries.timeline(oid)]
     assert "courier_offline" in kinds and kinds.index("courier_offline") < kinds.index("courier_online")

@@ -7,7 +7,7 @@ import itertools
 import json
 
 import pytest
-from conftest import Peer, order, store_of
+from conftest import Peer, order
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -55,6 +55,6 @@ def test_hostile_payload_is_rejected_dead_lettered_and_the_next_order_still_acke
     fuzzer.wait_for("ordersys/acks", lambda a: a["order_id"] == good and a["kind"] == "accepted")
 
     fuzzer.wait_for(errors_topic, lambda r: r["topic"] == topic, count=before + 1)
-    [[count]] = store_of(gateway).conn.execute(
+    [[count]] = gateway.queries.conn.execute(
         "SELECT COUNT(*) FROM dead_letters WHERE topic = ? AND size = ?", [topic, len(payload)]).fetchall()
     assert count >= 1

@@ -8,53 +8,48 @@ import re
 import signal
 import sqlite3
 import subprocess
-from pathlib import Path
+from collections.abc import Iterator
 
 import pytest
 from conftest import (
+    PASSWORD,
     ROOT,
+    GatewayProcess,
     Peer,
+    add_user,
     eventually,
     fieldgate,
     fix,
     free_port,
     launch,
+    not_started,
     order,
     raw_connect,
+    store_config,
 )
 
-from gateway.store.queries import Queries
 from gateway.store.tables import Store, db_path
-
-PASSWORD = "s3cret-Passw0rd"
-
-
-def add_user(data: Path, name: str, role: str, user_id: str | None = None, *, init: bool = True) -> None:
-    args = ["users", "add", name, "--role", role, "--password-stdin", "--data-dir", str(data)]
-    args += ["--init"] if init else []
-    args += ["--id", user_id] if user_id else []
-    done = fieldgate(*args, stdin=PASSWORD + "\n")
-    assert done.returncode == 0, done.stderr
 
 
 def rows(out: str) -> list[dict]:
     return [json.loads(line) for line in out.splitlines()]
 
 
-def courier_row(data: Path, courier: str) -> dict:
-    done = fieldgate("couriers", "list", "--json", "--data-dir", str(data))
+def courier_row(gw: GatewayProcess, courier: str) -> dict:
+    done = gw.cli("couriers", "list", "--json")
     assert done.returncode == 0, done.stderr
     return next(r for r in rows(done.stdout) if r["courier_id"] == courier)
 
 
-@pytest.fixture(scope="module")
-def authed(tmp_path_factory: pytest.TempPathFactory):
-    """A gateway with users (couriers log in as themselves) that still lets anonymous local tools in."""
-    tmp = tmp_path_factory.mktemp("authed")
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def authed(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest) -> Iterator[GatewayProcess]:
+    """A gateway, on each store, with users (couriers log in as themselves) that still lets anonymous local tools
+    in."""
+    gw = launch(tmp_path_factory.mktemp("authed"), config={"log_level": "DEBUG", "broker": {"max_publish_rate": 0},
+                                                           **store_config(request, "authed")})
     for name, role, user_id in (("h7", "courier", "h7"), ("h8", "courier", "h8"), ("h9", "courier", "h9"),
                                 ("rose-terminal", "shop", "hrose")):
-        add_user(tmp / "data", name, role, user_id)
-    gw = launch(tmp, config={"log_level": "DEBUG", "broker": {"max_publish_rate": 0}})
+        add_user(gw, name, role, user_id)
     yield gw
     gw.kill()
 
@@ -139,7 +134,7 @@ def test_a_fix_from_the_future_is_refused_and_does_not_freeze_the_courier(gatewa
     phone.publish(f"couriers/{courier}/gps", good)
     [location] = phone.wait_for(f"couriers/{courier}/location")
     assert location["tst"] == good["tst"]
-    store = Queries(db_path(gateway.data_dir))
+    store = gateway.queries
     dead = store.query("SELECT reason FROM dead_letters WHERE topic = ?", [f"couriers/{courier}/gps"])
     assert len(dead) == 1 and "ahead" in dead[0]["reason"]
 
@@ -154,7 +149,7 @@ def test_a_week_old_fix_is_kept_in_history_but_never_becomes_the_location(gatewa
     phone.publish(f"couriers/{courier}/gps", {"_type": "location", "barrier": True})  # answered after both
     phone.wait_for(f"couriers/{courier}/errors")
     assert [m["tst"] for m in phone.on(f"couriers/{courier}/location")] == [current["tst"]]
-    store = Queries(db_path(gateway.data_dir))
+    store = gateway.queries
     kept = [r["tst"] for r in store.query("SELECT tst FROM gps_fixes WHERE courier_id = ?", [courier])]
     assert sorted(kept) == sorted([current["tst"], stale["tst"]])
 
@@ -168,11 +163,11 @@ def test_a_couriers_only_phone_leaving_cleanly_makes_it_offline(authed, peers, i
     shop.publish("orders/in", order(order_id=oid, shop_id="hrose", courier_id="h7"))
     shop.wait_for("shops/hrose/orders", lambda e: e["kind"] == "assigned" and e["order_id"] == oid)
     phone = Peer(authed.port, "h7-phone", auth=("h7", PASSWORD))  # no will, no presence message
-    eventually(lambda: courier_row(authed.data_dir, "h7")["online"] == 1, "h7 online by its connection")
+    eventually(lambda: courier_row(authed, "h7")["online"] == 1, "h7 online by its connection")
     phone.close()  # a clean DISCONNECT
     gone = shop.wait_for("shops/hrose/orders", lambda e: e["kind"] == "courier_offline" and e["order_id"] == oid)
     assert gone[0]["courier_id"] == "h7"
-    row = courier_row(authed.data_dir, "h7")
+    row = courier_row(authed, "h7")
     assert row["online"] == 0 and row["devices_online"] == 0
 
 
@@ -185,11 +180,11 @@ def test_one_devices_will_does_not_take_a_courier_offline_while_another_device_i
     phone, connack = raw_connect(authed.port, "h8-phone", will=will, username="h8", password=PASSWORD)
     assert connack == b"\x20\x02\x00\x00"
     tablet = Peer(authed.port, "h8-tablet", auth=("h8", PASSWORD))
-    eventually(lambda: courier_row(authed.data_dir, "h8")["devices_online"] == 2, "both devices online")
+    eventually(lambda: courier_row(authed, "h8")["devices_online"] == 2, "both devices online")
     phone.close()  # out of coverage: its will fires
     authed.wait_log("courier device offline courier_id=h8 device=h8-phone")
-    eventually(lambda: courier_row(authed.data_dir, "h8")["devices_online"] == 1, "one device left")
-    assert courier_row(authed.data_dir, "h8")["online"] == 1
+    eventually(lambda: courier_row(authed, "h8")["devices_online"] == 1, "one device left")
+    assert courier_row(authed, "h8")["online"] == 1
     assert not shop.on("shops/hrose/orders", lambda e: e["kind"] == "courier_offline" and e["order_id"] == oid)
     tablet.close()
     shop.wait_for("shops/hrose/orders", lambda e: e["kind"] == "courier_offline" and e["order_id"] == oid)
@@ -202,7 +197,7 @@ def test_a_keepalive_timeout_takes_the_device_offline(authed):
         authed.wait_log("courier device offline courier_id=h9 device=h9-silent how=timeout")
     finally:
         sock.close()
-    assert courier_row(authed.data_dir, "h9")["online"] == 0
+    assert courier_row(authed, "h9")["online"] == 0
 
 
 def test_anonymous_devices_name_themselves_in_their_presence(gateway, peers, ids):
@@ -214,19 +209,19 @@ def test_anonymous_devices_name_themselves_in_their_presence(gateway, peers, ids
     gateway.wait_log(f"courier device online courier_id={courier} device=b")
     a.client.socket().close()  # cut: a's will says a is offline, b still is online
     gateway.wait_log(f"courier device offline courier_id={courier} device=a")
-    assert courier_row(gateway.data_dir, courier)["online"] == 1
+    assert courier_row(gateway, courier)["online"] == 1
 
 
-def test_after_a_crash_the_connections_of_before_are_offline(spawn):
-    gw = spawn()
-    add_user(gw.data_dir, "k1", "courier", "k1", init=False)
+def test_after_a_crash_the_connections_of_before_are_offline(spawn, on_store):
+    gw = spawn(config=on_store)
+    add_user(gw, "k1", "courier", "k1")
     phone = Peer(gw.port, "k1-phone", auth=("k1", PASSWORD))
-    eventually(lambda: courier_row(gw.data_dir, "k1")["online"] == 1, "k1 online")
+    eventually(lambda: courier_row(gw, "k1")["online"] == 1, "k1 online")
     gw.kill()  # its connections die with it; no DISCONNECT, no event
     phone.close()
-    gw = spawn(data_dir=gw.data_dir)
+    gw = spawn(data_dir=gw.data_dir, config=on_store)
     gw.wait_log("courier presence courier_id=k1 online=False")
-    assert courier_row(gw.data_dir, "k1")["devices_online"] == 0
+    assert courier_row(gw, "k1")["devices_online"] == 0
 
 
 # ---------------------------------------------------------------- 5, 6, 7: acks, unknown couriers, cancel tasks
@@ -256,9 +251,9 @@ def test_an_order_for_a_courier_nobody_knows_is_accepted_and_said_so(gateway, pe
     assert accepted["courier_known"] is False and assigned["courier_known"] is False
     [event] = ordersys.wait_for(f"shops/{shop}/orders", lambda e: e["kind"] == "assigned")
     assert event["courier_known"] is False
-    row = courier_row(gateway.data_dir, ghost)
+    row = courier_row(gateway, ghost)
     assert row["heard_from"] is False and row["active_orders"] == 1 and row["unreceived_tasks"] == 1
-    table = fieldgate("couriers", "list", "--data-dir", str(gateway.data_dir)).stdout
+    table = gateway.cli("couriers", "list").stdout
     assert "never" in next(line for line in table.splitlines() if ghost in line)
 
     known = ids("c")
@@ -300,9 +295,8 @@ def test_misspelt_topics_are_logged_counted_and_answered(gateway, peers, ids):
     for _ in range(3):  # logged and answered once per client and topic a minute, counted every time
         sender.publish("order/in", {"again": True})
     sender.publish(f"couriers/{courier}/statuses", {"barrier": True})
-    sessions = fieldgate("sessions", "--json", "--data-dir", str(gateway.data_dir))
-    eventually(lambda: next(r for r in rows(fieldgate("sessions", "--json", "--data-dir",
-                                                      str(gateway.data_dir)).stdout)
+    sessions = gateway.cli("sessions", "--json")
+    eventually(lambda: next(r for r in rows(gateway.cli("sessions", "--json").stdout)
                             if r["client_id"] == client_id)["off_contract"] == 6, "6 stray publishes counted")
     assert sessions.returncode == 0
     assert len(sender.on(f"clients/{client_id}/errors")) == 1
@@ -322,14 +316,14 @@ def test_a_courier_user_publishing_a_wrong_topic_is_answered_on_its_own_errors_t
 # ---------------------------------------------------------------- 9, 10: retained states that end, open orders
 
 
-def test_the_retained_state_of_a_finished_order_is_cleared_after_retain_final_seconds(spawn, peers):
-    gw = spawn(config={"bridge": {"retain_final_seconds": 1}})
+def test_the_retained_state_of_a_finished_order_is_cleared_after_retain_final_seconds(spawn, peers, on_store):
+    gw = spawn(config={"bridge": {"retain_final_seconds": 1}, **on_store})
     ordersys = peers(gw.port, subscribe=("ordersys/acks",))
     ordersys.publish("orders/in", order(order_id="R-1", courier_id="c7"))
     ordersys.publish("orders/in", order(order_id="R-2", courier_id="c7"))
     peers(gw.port).publish("couriers/c7/status", {"order_id": "R-1", "status": "delivered"})
     ordersys.wait_for("ordersys/acks", lambda a: a["order_id"] == "R-1" and a["status"] == "delivered")
-    store = Queries(db_path(gw.data_dir))
+    store = gw.queries
     eventually(lambda: store.conn.execute("SELECT state_cleared FROM orders WHERE order_id = 'R-1'").fetchone()[0],
                "R-1's state cleared")
     late = peers(gw.port, subscribe=("orders/+/state",))
@@ -338,7 +332,7 @@ def test_the_retained_state_of_a_finished_order_is_cleared_after_retain_final_se
     late.wait_until(lambda: any(m.retain for m in late.messages), "retained states delivered")
     assert not late.on("orders/R-1/state")  # the open order is still retained, the finished one is gone
     assert store.get_order("R-1").status == "delivered"  # and stays in the store
-    shown = fieldgate("orders", "show", "R-1", "--data-dir", str(gw.data_dir))
+    shown = gw.cli("orders", "show", "R-1")
     assert shown.returncode == 0 and "delivered" in shown.stdout
 
 
@@ -418,7 +412,7 @@ def test_no_library_exception_escapes_the_cli_unmapped(args, expected, tmp_path)
 
 def test_a_locked_database_says_so_with_a_hint_that_fits(tmp_path):
     data = tmp_path / "data"
-    add_user(data, "x", "operator")
+    add_user(not_started(data), "x", "operator")
     holder = sqlite3.connect(data / "fieldgate.db", isolation_level=None)
     holder.execute("BEGIN IMMEDIATE")  # another writer holds the database for longer than the CLI waits
     try:
@@ -457,14 +451,13 @@ def test_every_list_fits_80_columns_and_takes_json(gateway, peers, ids):
     phone.wait_for(f"couriers/{courier}/tasks", count=4)
     phone.publish(f"couriers/{courier}/gps", fix())
     gateway.wait_log(f"courier presence courier_id={courier} online=True")
-    data = ["--data-dir", str(gateway.data_dir)]
     for args, headers in (
         (["orders", "list", "--shop", shop, "--limit", "3"], ["order", "shop", "courier", "status", "changed"]),
         (["couriers", "list"], ["courier", "online", "devices", "seen", "fix", "active", "unread"]),
         (["sessions"], ["client id", "up", "seen", "queued", "unacked", "dropped", "denied", "stray"]),
         (["users", "list"], []),
     ):
-        done = fieldgate(*args, *data, columns=80)
+        done = gateway.cli(*args, columns=80)
         assert done.returncode == 0, done.stderr
         too_wide = [line for line in done.stdout.splitlines() if len(line) > 80]
         assert not too_wide, "\n".join(too_wide)
@@ -473,11 +466,11 @@ def test_every_list_fits_80_columns_and_takes_json(gateway, peers, ids):
                       "")
         for name in headers:
             assert re.search(rf"\b{name}\b", header), (name, header)
-        as_json = fieldgate(*args, "--json", *data)
+        as_json = gateway.cli(*args, "--json")
         assert all(isinstance(json.loads(line), dict) for line in as_json.stdout.splitlines())
-    listed = fieldgate("orders", "list", "--shop", shop, "--limit", "3", *data, columns=80).stdout
+    listed = gateway.cli("orders", "list", "--shop", shop, "--limit", "3", columns=80).stdout
     assert "showing 3 of 4; --limit shows more" in listed
-    [me] = [r for r in rows(fieldgate("couriers", "list", "--json", *data).stdout) if r["courier_id"] == courier]
+    [me] = [r for r in rows(gateway.cli("couriers", "list", "--json").stdout) if r["courier_id"] == courier]
     assert me["active_orders"] == 4 and len(me["active_ids"]) == 4  # counts in the table, lists in --json
 
 
@@ -499,33 +492,32 @@ def test_operators_act_from_the_cli_through_the_running_gateway(gateway, peers, 
     watch = peers(gateway.port, subscribe=(f"couriers/{courier}/tasks", "ordersys/acks", f"shops/{shop}/orders"))
     watch.publish("orders/in", order(order_id=oid, shop_id=shop, courier_id=None))
     watch.wait_for("ordersys/acks", lambda a: a["order_id"] == oid)
-    data = ["--data-dir", str(gateway.data_dir)]
 
-    assigned = fieldgate("orders", "assign", oid, "--courier", courier, *data)
+    assigned = gateway.cli("orders", "assign", oid, "--courier", courier)
     assert assigned.returncode == 0 and f"order {oid}: now assigned, courier {courier}" in assigned.stdout
     watch.wait_for(f"couriers/{courier}/tasks", lambda t: t["kind"] == "assign" and t["order_id"] == oid)
     [ack] = watch.wait_for("ordersys/acks", lambda a: a["order_id"] == oid and a["kind"] == "assigned")
     assert ack["courier_id"] == courier
     [event] = watch.wait_for(f"shops/{shop}/orders", lambda e: e["kind"] == "assigned")
     assert event["order"]["courier_id"] == courier
-    assert fieldgate("orders", "packed", oid, *data).returncode == 0
+    assert gateway.cli("orders", "packed", oid).returncode == 0
     watch.wait_for(f"couriers/{courier}/tasks", lambda t: t["kind"] == "ready_for_pickup")
-    again = fieldgate("orders", "packed", oid, *data)
+    again = gateway.cli("orders", "packed", oid)
     assert again.returncode == 0 and "no change" in again.stdout
-    cancelled = fieldgate("orders", "cancel", oid, "--reason", "customer called", *data)
+    cancelled = gateway.cli("orders", "cancel", oid, "--reason", "customer called")
     assert cancelled.returncode == 0 and "now cancelled" in cancelled.stdout
-    timeline = Queries(db_path(gateway.data_dir)).timeline(oid)
+    timeline = gateway.queries.timeline(oid)
     assert [e["actor"] for e in timeline if e["kind"] in ("assigned", "status")] == ["operator"] * 3
 
-    refused = fieldgate("orders", "packed", ids("nope"), *data)
+    refused = gateway.cli("orders", "packed", ids("nope"))
     check_one_clear_error(refused, "refused: order", "is unknown to the gateway")
-    late = fieldgate("orders", "assign", oid, "--courier", courier, *data)
+    late = gateway.cli("orders", "assign", oid, "--courier", courier)
     check_one_clear_error(late, "refused:", "cancelled")
 
 
 def test_operator_commands_need_a_running_gateway(tmp_path):
     data = tmp_path / "data"
-    add_user(data, "ops", "operator")
+    add_user(not_started(data), "ops", "operator")
     done = fieldgate("orders", "packed", "A1", "--data-dir", str(data))
     check_one_clear_error(done, f"no gateway is running on data directory {data}; nothing was changed")
 

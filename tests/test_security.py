@@ -3,15 +3,26 @@
 from __future__ import annotations
 
 import re
-import sqlite3
-from pathlib import Path
+from collections.abc import Iterator
 
 import pytest
-from conftest import DEADLINE, Peer, fieldgate, launch, order, raw_connect, recv_exactly
+from conftest import (
+    DEADLINE,
+    PASSWORD,
+    GatewayProcess,
+    Peer,
+    add_user,
+    fieldgate,
+    launch,
+    not_started,
+    order,
+    raw_connect,
+    recv_exactly,
+    store_config,
+)
 
 from gateway.broker.codec import encode_publish
 
-PASSWORD = "s3cret-Passw0rd"
 USERS = {  # name: (role, id)
     "c7-phone": ("courier", "c7"),
     "rose-terminal": ("shop", "rose"),
@@ -20,22 +31,13 @@ USERS = {  # name: (role, id)
 }
 
 
-def add_user(data: Path, name: str, role: str, user_id: str | None, password: str = PASSWORD) -> None:
-    args = ["users", "add", name, "--role", role, "--password-stdin", "--init", "--data-dir", str(data)]
-    if user_id:
-        args += ["--id", user_id]
-    done = fieldgate(*args, stdin=password + "\n")
-    assert done.returncode == 0, done.stderr
-
-
-@pytest.fixture(scope="module")
-def secure(tmp_path_factory: pytest.TempPathFactory):
-    """One gateway that demands credentials everywhere, with a user of each role."""
-    tmp = tmp_path_factory.mktemp("secure")
-    data = tmp / "data"
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def secure(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest) -> Iterator[GatewayProcess]:
+    """One gateway, on each store, that demands credentials everywhere, with a user of each role."""
+    gw = launch(tmp_path_factory.mktemp("secure"), "--no-anonymous",
+                config={"broker": {"max_publish_rate": 0}, **store_config(request, "secure")})
     for name, (role, user_id) in USERS.items():
-        add_user(data, name, role, user_id)
-    gw = launch(tmp, "--no-anonymous", data_dir=data, config={"broker": {"max_publish_rate": 0}})
+        add_user(gw, name, role, user_id)
     yield gw
     gw.kill()
 
@@ -44,22 +46,20 @@ def login(port: int, name: str, **kw) -> Peer:
     return Peer(port, auth=(name, PASSWORD), **kw)
 
 
-def test_users_are_stored_hashed_listed_without_hashes_and_changed_or_removed(tmp_path):
-    data = tmp_path / "data"
-    add_user(data, "alice", "courier", "c1")
-    assert fieldgate("users", "add", "alice", "--role", "courier", "--password-stdin", "--data-dir", str(data),
-                     stdin="x\n").returncode == 1
-    listed = fieldgate("users", "list", "--data-dir", str(data)).stdout
+def test_users_are_stored_hashed_listed_without_hashes_and_changed_or_removed(tmp_path, on_store):
+    gw = not_started(tmp_path / "data", on_store)
+    add_user(gw, "alice", "courier", "c1")
+    assert gw.cli("users", "add", "alice", "--role", "courier", "--password-stdin", stdin="x\n").returncode == 1
+    listed = gw.cli("users", "list").stdout
     assert "alice" in listed and "courier" in listed and "pbkdf2" not in listed and PASSWORD not in listed
-    [(stored,)] = sqlite3.connect(data / "fieldgate.db").execute("SELECT password_hash FROM users").fetchall()
-    assert stored.startswith("$pbkdf2-sha512$100000$") and PASSWORD not in stored
-    assert fieldgate("users", "passwd", "alice", "--password-stdin", "--data-dir", str(data),
-                     stdin="another\n").returncode == 0
-    assert sqlite3.connect(data / "fieldgate.db").execute("SELECT password_hash FROM users").fetchone()[0] != stored
-    assert fieldgate("users", "remove", "alice", "--data-dir", str(data)).returncode == 0
-    assert "no users yet" in fieldgate("users", "list", "--data-dir", str(data)).stdout
-    bad = fieldgate("users", "add", "bob", "--role", "admin", "--password-stdin", "--data-dir", str(data),
-                    stdin="x\n")
+    [stored] = gw.queries.query("SELECT password_hash FROM users")
+    assert stored["password_hash"].startswith("$pbkdf2-sha512$100000$") and PASSWORD not in stored["password_hash"]
+    assert gw.cli("users", "passwd", "alice", "--password-stdin", stdin="another\n").returncode == 0
+    assert gw.queries.query("SELECT password_hash FROM users") != [stored]
+    gw.kill()  # closes its reader of the store
+    assert gw.cli("users", "remove", "alice").returncode == 0
+    assert "no users yet" in gw.cli("users", "list").stdout
+    bad = gw.cli("users", "add", "bob", "--role", "admin", "--password-stdin", stdin="x\n")
     assert bad.returncode == 1 and "unknown role 'admin'" in bad.stderr
 
 
@@ -86,7 +86,7 @@ def test_anonymous_is_refused_on_a_listener_that_is_not_loopback(spawn, tmp_path
     sock, connack = raw_connect(gw.port, "anon")
     sock.close()
     assert connack == b"\x20\x02\x00\x05"
-    add_user(gw.data_dir, "erp", "ordersys", None)
+    add_user(gw, "erp", "ordersys")
     ok, connack = raw_connect(gw.port, "erp-1", username="erp", password=PASSWORD)
     ok.close()
     assert connack == b"\x20\x02\x00\x00"
@@ -221,7 +221,7 @@ def test_connections_beyond_max_connections_get_server_unavailable(spawn, peers)
 def test_a_flooding_client_is_throttled_and_others_are_not(spawn, peers):
     gw = spawn(config={"broker": {"max_publish_rate": 20, "publish_burst": 5}})
     for name, user_id in (("flood", "cf"), ("calm", "cc")):
-        add_user(gw.data_dir, name, "courier", user_id)
+        add_user(gw, name, "courier", user_id)
     observer = peers(gw.port, subscribe=("couriers/+/presence",))
     flood = peers(gw.port, auth=("flood", PASSWORD))
     calm = peers(gw.port, auth=("calm", PASSWORD))
@@ -259,8 +259,8 @@ def test_no_log_line_of_a_real_run_carries_a_customer_phone(gateway, peers, ids)
     assert not any("13912345678" in line for line in gateway.lines)
 
 
-def test_purge_removes_personal_data_of_ended_orders_and_old_raw_payloads(spawn, peers):
-    gw = spawn()
+def test_purge_removes_personal_data_of_ended_orders_and_old_raw_payloads(spawn, peers, on_store):
+    gw = spawn(config=on_store)
     client = peers(gw.port, subscribe=("ordersys/acks", "ordersys/errors", "couriers/c7/tasks"))
     client.publish("orders/in", order(order_id="OLD-1"))
     client.publish("orders/in", order(order_id="OPEN-1"))
@@ -270,17 +270,17 @@ def test_purge_removes_personal_data_of_ended_orders_and_old_raw_payloads(spawn,
     client.wait_for("ordersys/acks", lambda a: a["order_id"] == "OLD-1" and a["kind"] == "status_changed")
     client.wait_for("ordersys/errors")
 
-    done = fieldgate("orders", "purge", "--before", "2099-01-01", "--data-dir", str(gw.data_dir))
+    done = gw.cli("orders", "purge", "--before", "2099-01-01")
     assert done.returncode == 0
     assert "purged 1 orders (with 0 chat messages and 0 uploads), 1 dead-letter payloads, 1 GPS fixes" in done.stdout
-    db = sqlite3.connect(gw.data_dir / "fieldgate.db")
+    db = gw.queries.conn
     old = db.execute("SELECT order_json FROM orders WHERE order_id = 'OLD-1'").fetchone()[0]
     assert "Li Na" not in old and "8613800000000" not in old and "Sunshine" not in old and "[purged]" in old
     assert "Li Na" in db.execute("SELECT order_json FROM orders WHERE order_id = 'OPEN-1'").fetchone()[0]
-    assert b"Li Na" not in b"".join(r[0] for r in db.execute(
+    assert b"Li Na" not in b"".join(bytes(r[0]) for r in db.execute(
         "SELECT payload FROM tasks WHERE order_id = 'OLD-1'"))
     assert db.execute("SELECT COUNT(*) FROM dead_letters WHERE payload IS NOT NULL").fetchone()[0] == 0
-    timeline = fieldgate("orders", "show", "OLD-1", "--data-dir", str(gw.data_dir)).stdout
+    timeline = gw.cli("orders", "show", "OLD-1").stdout
     assert "delivered" in timeline and "Li Na" not in timeline
 
 

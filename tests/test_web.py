@@ -19,12 +19,8 @@ from typing import Any
 
 import httpx
 import pytest
-from conftest import JPEG, GatewayProcess, Peer, at, launch, register, shop_order
+from conftest import JPEG, GatewayProcess, Peer, add_user, at, launch, register, shop_order, store_config
 from playwright.sync_api import Browser, Page, expect, sync_playwright
-
-from gateway.core.acl import Role
-from gateway.store.queries import Queries
-from gateway.store.tables import Store, db_path
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 #: Chromium's flags for a headless run in a closed sandbox: no GPU, no calls home.
@@ -37,18 +33,16 @@ SHOP_ID, COURIER = "tulip", "k1"
 PASSWORD = "counter-pw-1"
 
 
-@pytest.fixture(scope="module")
-def gw(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayProcess]:
-    gateway = launch(tmp_path_factory.mktemp("web"), config={"web": {"tile_url": ""}, "log_level": "DEBUG"})
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def gw(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest) -> Iterator[GatewayProcess]:
+    """A gateway for this module, on each store, with its shops, couriers and the pages' users."""
+    gateway = launch(tmp_path_factory.mktemp("web"), config={"web": {"tile_url": ""}, "log_level": "DEBUG",
+                                                             **store_config(request, "web")})
     register(gateway, SHOP_ID, {COURIER: "Wang Wei", "k2": "Zhao Lei"}, locale="en")
     register(gateway, "peony", {"k9": "Li Ming"})  # a shop in zh-CN, the default locale
-    store = Store(db_path(gateway.data_dir))
-    try:
-        store.users.add("tulip-counter", Role.shop, SHOP_ID, PASSWORD)
-        store.users.add("peony-counter", Role.shop, "peony", PASSWORD)
-        store.users.add("boss", Role.operator, "boss", PASSWORD)
-    finally:
-        store.close()
+    for name, role, user_id in (("tulip-counter", "shop", SHOP_ID), ("peony-counter", "shop", "peony"),
+                                ("boss", "operator", "boss")):
+        add_user(gateway, name, role, user_id, password=PASSWORD)
     yield gateway
     gateway.kill()
 
@@ -392,7 +386,7 @@ def test_bad_input_on_the_pages_endpoints_gets_a_clear_problem_and_a_dead_letter
             assert response.headers["content-type"] == "application/problem+json"
             assert words in response.json()["detail"], response.json()
 
-        dead = len(Queries(db_path(gw.data_dir)).dead_letters(limit=1000))
+        dead = len(gw.queries.dead_letters(limit=1000))
         json_type = {"Content-Type": "application/json"}
         refused(http.post(f"{link}/chat", content=b"{not json", headers=json_type), 400, "not valid JSON")
         refused(http.post(f"{link}/chat", json={"text": 42}), 422, "text")
@@ -401,9 +395,7 @@ def test_bad_input_on_the_pages_endpoints_gets_a_clear_problem_and_a_dead_letter
         refused(http.post(f"{link}/chat", content=b"text=hi", headers=form), 415, "not JSON")
         refused(http.post(f"{link}/rating", json={"stars": 5}), 409, "only a delivered order is rated")
         refused(http.post(f"{link}/rating", json={"stars": 9}), 422, "stars")
-        store = Queries(db_path(gw.data_dir))
-        assert len(store.dead_letters(limit=1000)) >= dead + 6
-        store.close()
+        assert len(gw.queries.dead_letters(limit=1000)) >= dead + 6
         # a shop's session may not read or write another shop's order, nor an order nobody placed
         login = http.post("/shop/login", data={"username": "tulip-counter", "password": PASSWORD})
         assert login.status_code == 303 and "fg_session" in http.cookies

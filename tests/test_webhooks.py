@@ -15,7 +15,7 @@ from typing import Any
 
 import httpx
 import pytest
-from conftest import DEADLINE, GatewayProcess, eventually, fieldgate, launch, order
+from conftest import DEADLINE, GatewayProcess, eventually, launch, order, store_config
 from hypothesis import given
 from hypothesis import strategies as st
 from prometheus_client.parser import text_string_to_metric_families
@@ -90,37 +90,37 @@ def about(order_id: str, event: str | None = None) -> Callable[[Hit], bool]:
     return lambda hit: hit.json["data"].get("order_id") == order_id and (event is None or hit.json["type"] == event)
 
 
-@pytest.fixture(scope="module")
-def gw(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayProcess]:
-    process = launch(tmp_path_factory.mktemp("webhooks"), config=FAST_RETRIES)
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def gw(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest) -> Iterator[GatewayProcess]:
+    """A gateway for this module, on each store."""
+    process = launch(tmp_path_factory.mktemp("webhooks"), config={**FAST_RETRIES, **store_config(request, "webhooks")})
     yield process
     process.kill()
 
 
 @pytest.fixture
-def hook(gw: GatewayProcess) -> Iterator[Callable[..., tuple[Receiver, str, str]]]:
-    """hook(answer, events=...) → (receiver, endpoint id, secret): a receiver subscribed through the CLI; removed
-    (endpoint and receiver) at the end."""
-    made: list[tuple[Receiver, str]] = []
+def hook() -> Iterator[Callable[..., tuple[Receiver, str, str]]]:
+    """hook(gw, answer, events=...) → (receiver, endpoint id, secret): a receiver subscribed to `gw` through the CLI;
+    removed (endpoint and receiver) at the end."""
+    made: list[tuple[Receiver, GatewayProcess, str]] = []
 
-    def make(answer: Callable[[Hit], tuple[int, dict[str, str]]] = lambda hit: (204, {}), *,
-             events: str = "ack,order_event,notice", data_dir: Any = None) -> tuple[Receiver, str, str]:
+    def make(gateway: GatewayProcess, answer: Callable[[Hit], tuple[int, dict[str, str]]] = lambda hit: (204, {}), *,
+             events: str = "ack,order_event,notice") -> tuple[Receiver, str, str]:
         receiver = Receiver(answer)
-        data = str(data_dir or gw.data_dir)
-        added = fieldgate("webhooks", "add", receiver.url, "--events", events, "--data-dir", data)
+        added = gateway.cli("webhooks", "add", receiver.url, "--events", events)
         assert added.returncode == 0, added.stderr
         endpoint = added.stdout.split()[1].rstrip(":")
-        made.append((receiver, data, endpoint))
+        made.append((receiver, gateway, endpoint))
         return receiver, endpoint, added.stdout.strip().splitlines()[-1]
 
     yield make
-    for receiver, data, endpoint in made:
-        fieldgate("webhooks", "remove", endpoint, "--data-dir", data)
+    for receiver, gateway, endpoint in made:
+        gateway.cli("webhooks", "remove", endpoint)
         receiver.close()
 
 
-def deliveries(data_dir: Any, *extra: str) -> list[dict[str, Any]]:
-    out = fieldgate("webhooks", "deliveries", "--json", "--limit", "1000", *extra, "--data-dir", str(data_dir))
+def deliveries(gw: GatewayProcess, *extra: str) -> list[dict[str, Any]]:
+    out = gw.cli("webhooks", "deliveries", "--json", "--limit", "1000", *extra)
     return [json.loads(line) for line in out.stdout.splitlines()]
 
 
@@ -180,7 +180,7 @@ def test_which_messages_are_webhook_events():
 
 def test_events_arrive_signed_and_verify_with_standardwebhooks(gw, hook, peers, ids):
     oid, shop = ids("A"), ids("shop")
-    receiver, _, secret = hook()
+    receiver, _, secret = hook(gw)
     peers(gw.port).publish("orders/in", order(order_id=oid, shop_id=shop))
     for event in ("ack", "order_event", "notice"):
         receiver.wait(about(oid, event))
@@ -201,18 +201,18 @@ def test_events_arrive_signed_and_verify_with_standardwebhooks(gw, hook, peers, 
 
 def test_only_the_subscribed_events_are_sent(gw, hook, peers, ids):
     oid = ids("A")
-    receiver, _, _ = hook(events="ack")
+    receiver, _, _ = hook(gw, events="ack")
     peers(gw.port).publish("orders/in", order(order_id=oid, shop_id=ids("shop")))
     receiver.wait(about(oid, "ack"))
     assert all(hit.json["type"] == "ack" for hit in receiver.hits)
-    bad = fieldgate("webhooks", "add", receiver.url, "--events", "ack,gossip", "--data-dir", str(gw.data_dir))
+    bad = gw.cli("webhooks", "add", receiver.url, "--events", "ack,gossip")
     assert bad.returncode == 1 and "unknown event gossip" in bad.stderr
 
 
 def test_failures_are_retried_with_the_same_webhook_id_honouring_retry_after(gw, hook, peers, ids):
     oid = ids("A")
     answers = iter([(503, {}), (429, {"Retry-After": "1"})])
-    receiver, _, _ = hook(lambda hit: next(answers, (200, {})) if about(oid)(hit) else (204, {}), events="ack")
+    receiver, _, _ = hook(gw, lambda hit: next(answers, (200, {})) if about(oid)(hit) else (204, {}), events="ack")
     before = results(gw)
     peers(gw.port).publish("orders/in", order(order_id=oid, shop_id=ids("shop")))
     first, second, third = receiver.wait(about(oid), count=3)
@@ -221,7 +221,7 @@ def test_failures_are_retried_with_the_same_webhook_id_honouring_retry_after(gw,
     assert after["retry"] - before["retry"] >= 2 and after["queue_age"] >= 0  # the 503 and the 429
     assert first.headers["webhook-id"] == second.headers["webhook-id"] == third.headers["webhook-id"]
     assert third.at - second.at >= 1.0  # Retry-After: 1 is honoured
-    [row] = [d for d in deliveries(gw.data_dir) if d["webhook_id"] == first.headers["webhook-id"]]
+    [row] = [d for d in deliveries(gw) if d["webhook_id"] == first.headers["webhook-id"]]
     assert row["state"] == "delivered" and row["attempts"] == 3 and row["last_status"] == 200
 
 
@@ -233,7 +233,7 @@ def test_a_slow_receiver_never_slows_mqtt(gw, hook, peers, ids):
         release.wait(DEADLINE)
         return 204, {}
 
-    receiver, _, _ = hook(held, events="ack")
+    receiver, _, _ = hook(gw, held, events="ack")
     ordersys = peers(gw.port, subscribe=("ordersys/acks",))
     phone = peers(gw.port, subscribe=(f"couriers/{courier}/tasks",))
     ordersys.publish("orders/in", order(order_id=oid, shop_id=ids("shop")))
@@ -252,7 +252,7 @@ def test_an_orders_events_arrive_in_order(gw, hook, peers, ids):
         time.sleep(0.03 * (hash(hit.body) % 3))  # answers at uneven speeds: order must not depend on them
         return 204, {}
 
-    receiver, _, _ = hook(unsteady, events="order_event")
+    receiver, _, _ = hook(gw, unsteady, events="order_event")
     operator = peers(gw.port, subscribe=("operator/errors",))
     placed = [ids(f"A{i}") for i in range(3)]
     for oid in placed:
@@ -270,13 +270,13 @@ def test_410_disables_the_endpoint_until_it_is_enabled(gw, hook, peers, ids):
     oid, later = ids("A"), ids("B")
     gone = threading.Event()
     gone.set()
-    receiver, endpoint, _ = hook(lambda hit: (410, {}) if gone.is_set() else (204, {}), events="ack")
+    receiver, endpoint, _ = hook(gw, lambda hit: (410, {}) if gone.is_set() else (204, {}), events="ack")
     ordersys = peers(gw.port)
     ordersys.publish("orders/in", order(order_id=oid, shop_id=ids("shop"), courier_id=None))
     receiver.wait(about(oid))
 
     def state() -> dict[str, Any]:
-        listed = fieldgate("webhooks", "list", "--json", "--data-dir", str(gw.data_dir)).stdout.splitlines()
+        listed = gw.cli("webhooks", "list", "--json").stdout.splitlines()
         return next(json.loads(line) for line in listed if json.loads(line)["endpoint_id"] == endpoint)
 
     eventually(lambda: not state()["enabled"], "the endpoint disabled")
@@ -284,7 +284,7 @@ def test_410_disables_the_endpoint_until_it_is_enabled(gw, hook, peers, ids):
     ordersys.publish("orders/in", order(order_id=later, shop_id=ids("shop"), courier_id=None))
     eventually(lambda: state()["pending"] == 2, "deliveries waiting")
     gone.clear()
-    assert fieldgate("webhooks", "enable", endpoint, "--data-dir", str(gw.data_dir)).returncode == 0
+    assert gw.cli("webhooks", "enable", endpoint).returncode == 0
     receiver.wait(about(later))
     assert receiver.wait(about(oid), count=2)[-1].headers["webhook-id"] == receiver.hits[0].headers["webhook-id"]
 
@@ -293,32 +293,33 @@ def test_a_refused_delivery_is_kept_for_a_retry_by_hand(gw, hook, peers, ids):
     oid = ids("A")
     refuse = threading.Event()
     refuse.set()
-    receiver, _, _ = hook(lambda hit: (400, {}) if refuse.is_set() else (204, {}), events="ack")
+    receiver, _, _ = hook(gw, lambda hit: (400, {}) if refuse.is_set() else (204, {}), events="ack")
     peers(gw.port).publish("orders/in", order(order_id=oid, shop_id=ids("shop"), courier_id=None))
     [first] = receiver.wait(about(oid))
-    [failed] = eventually(lambda: [d for d in deliveries(gw.data_dir, "--failed")
+    [failed] = eventually(lambda: [d for d in deliveries(gw, "--failed")
                                    if d["webhook_id"] == first.headers["webhook-id"]], "a failed delivery")
     assert failed["state"] == "failed" and failed["last_status"] == 400
-    shown = fieldgate("webhooks", "deliveries", "--failed", "--data-dir", str(gw.data_dir))
+    shown = gw.cli("webhooks", "deliveries", "--failed")
     assert str(failed["id"]) in shown.stdout and all(len(line) <= 80 for line in shown.stdout.splitlines())
     refuse.clear()
-    assert fieldgate("webhooks", "retry", str(failed["id"]), "--data-dir", str(gw.data_dir)).returncode == 0
+    assert gw.cli("webhooks", "retry", str(failed["id"])).returncode == 0
     second = receiver.wait(about(oid), count=2)[-1]
     assert second.headers["webhook-id"] == first.headers["webhook-id"]
-    assert fieldgate("webhooks", "retry", str(failed["id"]), "--data-dir", str(gw.data_dir)).returncode == 1
+    assert gw.cli("webhooks", "retry", str(failed["id"])).returncode == 1
 
 
-def test_a_delivery_is_given_up_after_give_up_hours(spawn, hook, peers, ids, tmp_path):
-    gw = spawn(config={"webhooks": {**FAST_RETRIES["webhooks"], "give_up_hours": 0.0005}})  # 1.8 s
-    receiver, _, _ = hook(lambda hit: (500, {}), events="ack", data_dir=gw.data_dir)
+def test_a_delivery_is_given_up_after_give_up_hours(spawn, on_store, hook, peers, ids):
+    gw = spawn(config={"webhooks": {**FAST_RETRIES["webhooks"], "give_up_hours": 0.0005}, **on_store})  # 1.8 s
+    receiver, _, _ = hook(gw, lambda hit: (500, {}), events="ack")
     oid = ids("A")
     peers(gw.port).publish("orders/in", order(order_id=oid, shop_id=ids("shop")))
     receiver.wait(about(oid), count=2)
-    eventually(lambda: [d for d in deliveries(gw.data_dir, "--failed") if d["state"] == "gave_up"], "given up")
+    eventually(lambda: [d for d in deliveries(gw, "--failed") if d["state"] == "gave_up"], "given up")
 
 
-def test_a_kill_9_mid_delivery_loses_nothing(spawn, hook, peers, ids, tmp_path):
-    gw = spawn(config=FAST_RETRIES)
+def test_a_kill_9_mid_delivery_loses_nothing(spawn, on_store, hook, peers, ids):
+    config = {**FAST_RETRIES, **on_store}
+    gw = spawn(config=config)
     released, calls = threading.Event(), []
 
     def first_held(hit: Hit) -> tuple[int, dict[str, str]]:
@@ -327,7 +328,7 @@ def test_a_kill_9_mid_delivery_loses_nothing(spawn, hook, peers, ids, tmp_path):
             released.wait(DEADLINE)
         return 204, {}
 
-    receiver, _, _ = hook(first_held, events="ack", data_dir=gw.data_dir)
+    receiver, _, _ = hook(gw, first_held, events="ack")
     oid = ids("A")
     peers(gw.port).publish("orders/in", order(order_id=oid, shop_id=ids("shop")))
     [first] = receiver.wait(about(oid))  # held: the gateway waits for our answer
@@ -335,8 +336,8 @@ def test_a_kill_9_mid_delivery_loses_nothing(spawn, hook, peers, ids, tmp_path):
     gw.proc.send_signal(signal.SIGKILL)
     gw.proc.wait(DEADLINE)
     released.set()
-    again = spawn(data_dir=gw.data_dir, config=FAST_RETRIES)
+    again = spawn(data_dir=gw.data_dir, config=config)
     second = receiver.wait(about(oid), count=2)[-1]
     assert second.headers["webhook-id"] == first.headers["webhook-id"] and second.body == first.body
-    eventually(lambda: [d for d in deliveries(again.data_dir) if d["webhook_id"] == first.headers["webhook-id"]
+    eventually(lambda: [d for d in deliveries(again) if d["webhook_id"] == first.headers["webhook-id"]
                         and d["state"] == "delivered"], "delivered after the restart")
