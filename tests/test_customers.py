@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import JPEG, GatewayProcess, Peer, eventually, fieldgate, launch, order, store_config
+from conftest import JPEG, GatewayProcess, Peer, eventually, fieldgate, launch, order, register, store_config
 
 from gateway.bridge.service import Gateway, Inbound
 from gateway.config import Settings
@@ -157,12 +157,7 @@ def setup_order(gw: GatewayProcess, peers: Callable[..., Peer], ids: Callable[[s
                 ) -> tuple[str, str, str, Peer]:
     """A registered shop and courier, an order assigned to it; an observer of everything customer-side."""
     shop_id, courier, oid = ids("shop"), ids("c"), ids("A")
-    store = Store(gw.store)
-    with store.transaction():
-        store.put_shop(Shop(shop_id=shop_id, name="Rose & Lily", lat=31.23, lon=121.47, locale="en", **shop),
-                       datetime.now(UTC))
-        store.put_courier(Courier(courier_id=courier, name="Zhang Wei", shops=[shop_id]))
-    store.close()
+    register(gw, shop_id, {courier: "Zhang Wei"}, locale="en", **shop)
     watch = peers(gw.port, subscribe=("ordersys/#", f"customers/{oid}/#", f"shops/{shop_id}/#",
                                       f"couriers/{courier}/#"))
     watch.publish("orders/in", order(order_id=oid, shop_id=shop_id, courier_id=courier))
@@ -266,8 +261,7 @@ def test_uploads_may_exceed_the_packet_limit_on_media_topics_only_and_bad_files_
     watch.subscribe(f"couriers/{other}/errors")
     watch.publish(f"couriers/{other}/media/{oid}/chat", PNG)
     watch.wait_for(f"couriers/{other}/errors", lambda r: "is not the courier of order" in r["reason"])
-    store = Queries(gw.store)
-    dead = [r["reason"] for r in store.query("SELECT reason FROM dead_letters WHERE order_id = ?", [oid])]
+    dead = [r["reason"] for r in gw.queries.query("SELECT reason FROM dead_letters WHERE order_id = ?", [oid])]
     assert len(dead) == 3
 
     stray = peers(gw.port, ids("stray"))

@@ -15,7 +15,6 @@ from gateway.bridge.service import Gateway, Inbound
 from gateway.config import Settings
 from gateway.core.geo import offset
 from gateway.core.models import CourierOrder, CourierOrders
-from gateway.store.queries import Queries
 from gateway.store.tables import Store
 
 TIMERS = {"assignment": {"alert_after_seconds": 2, "accept_timeout_seconds": 2},
@@ -227,7 +226,7 @@ def test_the_arriving_geofence_fires_once_with_actor_geofence(gw, peers, ids):
     terminal.publish(f"couriers/{courier}/gps", at(3000 - 200, ago=5))  # … and back in
     terminal.publish(f"couriers/{courier}/status", {"order_id": oid, "status": "delivered"})
     acks(terminal, oid, "status_changed", count=3)  # en_route, arriving, delivered: arriving only once
-    timeline = Queries(gw.store).timeline(oid)
+    timeline = gw.queries.timeline(oid)
     assert [e["actor"] for e in timeline if e["status"] == "arriving" and e["kind"] == "status"] == ["geofence"]
 
 
