@@ -348,12 +348,18 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 
 @pytest.fixture(scope="session")
-def rabbitmq() -> Iterator[engines.RabbitNode]:
+def rabbitmq_cluster() -> Iterator[engines.RabbitCluster]:
     """One RabbitMQ node per test session, on the one xdist worker running its tests: `bench.engines.rabbitmq`, the
     README's config and plugins, the bridge's user with the README's permissions; anonymous MQTT clients act as the
-    guest user."""
+    guest user. As a cluster of one, for `rabbitmqctl` (`.ctl`)."""
     with _engine(engines.rabbitmq(1)) as cluster:
-        yield cluster.nodes[0]
+        yield cluster
+
+
+@pytest.fixture(scope="session")
+def rabbitmq(rabbitmq_cluster: engines.RabbitCluster) -> engines.RabbitNode:
+    """The session's RabbitMQ node (`rabbitmq_cluster`)."""
+    return rabbitmq_cluster.nodes[0]
 
 
 @pytest.fixture

@@ -41,10 +41,18 @@ def test_flow_through_bridge_on_rabbitmq(rabbitmq, spawn, peers, ids):
 
 
 @pytest.mark.rabbitmq
-def test_cluster_check_shows_each_node_the_bridges_partitions_and_the_store(rabbitmq, postgres_url, spawn, tmp_path):
+def test_cluster_check_shows_each_node_the_bridges_partitions_and_the_store(rabbitmq_cluster, rabbitmq, postgres_url,
+                                                                            spawn, tmp_path):
     bridge = spawn("--engine", rabbitmq.amqp_url, command="bridge", ready="fieldgate bridge ready",
                    config={"storage": {"url": postgres_url}})
     bridge.wait_log("partitions changed")
+    queues = json.loads(rabbitmq_cluster.ctl("list_queues", "name", "type", "durable", "arguments", "--formatter",
+                                             "json", "--quiet"))
+    inbound = sorted((q for q in queues if q["name"].startswith("fieldgate.inbound.")), key=lambda q: q["name"])
+    assert [q["name"] for q in inbound] == [f"fieldgate.inbound.{n}" for n in range(PARTITIONS)]
+    for queue in inbound:  # durable quorum queues, one consumer at a time: order per order and courier
+        assert queue["type"] == "quorum" and queue["durable"], queue
+        assert ["x-single-active-consumer", "bool", True] in queue["arguments"], queue
     host = rabbitmq.amqp_url.split("@")[1].split("/")[0]
     nodes = [rabbitmq.amqp_url, f"amqp://guest:guest@{host}/empty", f"amqp://guest:wrong@{host}/%2F",
              f"amqp://guest:guest@127.0.0.1:{free_port()}/"]
